@@ -1,0 +1,5 @@
+import sys
+
+from stcsnn.cli import main
+
+sys.exit(main())

@@ -16,6 +16,8 @@ COMMANDS = {
     "info": "versions, devices and the data this machine can find",
     "inspect": "describe an event file (format, sensor, events, duration, rate, labels)",
     "bench": "micro-benchmarks (readers, compression)",
+    "train": "train a network on a dataset (seeded, checkpoints, resume)",
+    "eval": "evaluate a checkpoint: clip accuracy, confusion matrix, accuracy versus T",
 }
 
 

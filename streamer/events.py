@@ -125,7 +125,9 @@ def validate_events(
     timestamps never decrease. ``first_index`` offsets the reported index when
     ``events`` is one chunk of a longer stream."""
     if events.dtype != EVENT_DTYPE:
-        raise EventValidationError(source, "", f"expected dtype {EVENT_DTYPE}, found {events.dtype}")
+        raise EventValidationError(
+            source, "", f"expected dtype {EVENT_DTYPE}, found {events.dtype}"
+        )
     i = find_out_of_sensor(events, sensor)
     if i >= 0:
         e = events[i]
@@ -146,5 +148,7 @@ def validate_events(
     if bad_polarity.any():
         i = int(np.argmax(bad_polarity))
         raise EventValidationError(
-            source, f"event {first_index + i}", f"polarity {int(events['polarity'][i])} is not 0 or 1"
+            source,
+            f"event {first_index + i}",
+            f"polarity {int(events['polarity'][i])} is not 0 or 1",
         )

@@ -29,7 +29,9 @@ def test_make_events_roundtrips_through_dv_store():
 
 def test_validate_names_source_and_index_for_out_of_sensor():
     ev = make_events([1, 2, 3], [0, 34, 1], [0, 0, 0], [0, 1, 0])
-    with pytest.raises(EventValidationError, match=r"cam\.bin: event 11: x=34, y=0 is outside the 34x34"):
+    with pytest.raises(
+        EventValidationError, match=r"cam\.bin: event 11: x=34, y=0 is outside the 34x34"
+    ):
         validate_events(ev, SensorSize(34, 34), source="cam.bin", first_index=10)
 
 

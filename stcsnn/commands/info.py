@@ -38,9 +38,7 @@ def collect() -> dict:
         "dv_processing": getattr(dv, "__version__", "unknown"),
         "pyqtgraph": pyqtgraph.__version__,
         "cuda": torch.cuda.is_available(),
-        "cuda_devices": [
-            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-        ],
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "cpu_threads": torch.get_num_threads(),
         "cameras": [str(c) for c in dv.io.camera.discover()],
         "data_root": str(root),

@@ -1,0 +1,180 @@
+"""Multi-threshold LIF neuron (METHOD.md section 2): one pure step function, two drivers.
+
+``mtlif_step`` advances the membrane by one time step over an explicit
+``MTLIFState``; it holds no state itself, so training (``MTLIF.forward`` over
+``[T, B, ...]``, state from zero) and streaming (``MTLIF.step`` with the state
+kept by the caller between hops) run the same arithmetic and agree exactly.
+
+    u[t] = beta * u[t-1] + I[t]
+    s[t] = clamp(floor(u[t] / theta), 0, K)       graded spike 0..K
+    u[t] <- u[t] - theta * s[t]                   soft reset (detached)
+
+``K = 1`` with a fixed membrane constant is the plain LIF neuron of the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class MTLIFState(NamedTuple):
+    """Membrane potential ``u``, same shape as the input current of one step."""
+
+    u: Tensor
+
+
+class MultiThresholdSpike(torch.autograd.Function):
+    """Graded spike clamp(floor(u / theta), 0, K) with a sum-of-sigmoids surrogate gradient.
+
+    The forward staircase has a unit step at every threshold k*theta (k = 1..K);
+    the backward pass replaces each step H(u - k*theta) by the logistic
+    sigma(alpha (u - k*theta)), whose derivative integrates to the same unit
+    height, so ds/du ~= sum_k alpha * sigma'(alpha (u - k*theta)).
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, threshold: float, levels: int, alpha: float) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.threshold, ctx.levels, ctx.alpha = threshold, levels, alpha
+        return torch.clamp(torch.floor(u / threshold), 0, levels)
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):
+        (u,) = ctx.saved_tensors
+        threshold, levels, alpha = ctx.threshold, ctx.levels, ctx.alpha
+        surrogate = torch.zeros_like(u)
+        for k in range(1, levels + 1):
+            sig = torch.sigmoid(alpha * (u - k * threshold))
+            surrogate += sig * (1.0 - sig)
+        return grad_spikes * (alpha * surrogate), None, None, None
+
+
+def graded_spikes(u: Tensor, *, threshold: float, levels: int, surrogate_alpha: float) -> Tensor:
+    """clamp(floor(u / threshold), 0, levels), differentiable through the surrogate."""
+    return MultiThresholdSpike.apply(u, threshold, levels, surrogate_alpha)
+
+
+def mtlif_step(
+    input_current: Tensor,
+    state: MTLIFState,
+    *,
+    beta: Tensor | float,
+    threshold: float,
+    levels: int,
+    surrogate_alpha: float,
+) -> tuple[Tensor, MTLIFState]:
+    """One time step of the multi-threshold LIF neuron.
+
+    ``beta`` (the membrane decay per step) broadcasts against ``input_current``:
+    a scalar, or per channel shaped ``[C, 1, 1]`` for ``[B, C, H, W]``. The
+    reset subtracts ``threshold * spikes`` with the spikes detached, so the
+    gradient flows through the integration path only (METHOD.md section 2).
+    """
+    u = beta * state.u + input_current
+    spikes = graded_spikes(u, threshold=threshold, levels=levels, surrogate_alpha=surrogate_alpha)
+    return spikes, MTLIFState(u - threshold * spikes.detach())
+
+
+def beta_from_tau(tau_m: float) -> float:
+    """Membrane decay per step for time constant ``tau_m`` in steps: beta = 1 - 1/tau_m."""
+    if not tau_m > 1.0:
+        raise ValueError(f"tau_m must be > 1 step (beta = 1 - 1/tau_m in (0, 1)), got {tau_m}")
+    return 1.0 - 1.0 / tau_m
+
+
+class MTLIF(nn.Module):
+    """MT-LIF layer: multi-step ``forward([T, B, C, ...])`` and single-step ``step``.
+
+    beta = sigmoid(w) keeps the decay in (0, 1) whatever the optimiser does to
+    ``w``. ``channels=None`` learns one ``w`` for the layer (the default);
+    ``channels=C`` learns one per channel of dim 1 of ``[B, C, ...]`` (an option
+    to measure). ``learnable_tau=False`` stores ``w`` as a buffer instead, so it
+    stays fixed but travels with the state dict.
+    """
+
+    def __init__(
+        self,
+        levels: int = 4,
+        learnable_tau: bool = True,
+        *,
+        tau_m_init: float = 2.0,
+        threshold: float = 1.0,
+        surrogate_alpha: float = 4.0,
+        channels: int | None = None,
+    ):
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels (K) must be >= 1, got {levels}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        self.levels = int(levels)
+        self.threshold = float(threshold)
+        self.surrogate_alpha = float(surrogate_alpha)
+        self.channels = channels
+        beta0 = beta_from_tau(tau_m_init)
+        w = torch.full((channels,) if channels else (), math.log(beta0 / (1.0 - beta0)))
+        if learnable_tau:
+            self.tau_weight = nn.Parameter(w)
+        else:
+            self.register_buffer("tau_weight", w)
+
+    @property
+    def beta(self) -> Tensor:
+        """Decay per step, shaped to broadcast over ``[B, C, *spatial]`` (or ``[T, B, C, ...]``)."""
+        return torch.sigmoid(self.tau_weight)
+
+    @property
+    def tau_m(self) -> Tensor:
+        """Membrane time constant in steps, 1 / (1 - beta)."""
+        return 1.0 / (1.0 - torch.sigmoid(self.tau_weight.detach()))
+
+    def _beta_for(self, x: Tensor, channel_dim: int) -> Tensor:
+        beta = self.beta
+        if self.channels:
+            trailing = x.dim() - channel_dim - 1
+            beta = beta.view(self.channels, *([1] * trailing))
+        return beta
+
+    def initial_state(self, x: Tensor) -> MTLIFState:
+        """Zero membrane for one step of input shaped like ``x`` (``[B, ...]``)."""
+        return MTLIFState(torch.zeros_like(x))
+
+    def step(self, x: Tensor, state: MTLIFState) -> tuple[Tensor, MTLIFState]:
+        """One step: ``x [B, C, ...]`` -> graded spikes of the same shape, new state."""
+        return mtlif_step(
+            x,
+            state,
+            beta=self._beta_for(x, channel_dim=1),
+            threshold=self.threshold,
+            levels=self.levels,
+            surrogate_alpha=self.surrogate_alpha,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """A clip ``x [T, B, C, ...]`` -> spikes ``[T, B, C, ...]``, state from zero."""
+        beta = self._beta_for(x[0], channel_dim=1)
+        state = MTLIFState(torch.zeros_like(x[0]))
+        out = []
+        for x_t in x:
+            s, state = mtlif_step(
+                x_t,
+                state,
+                beta=beta,
+                threshold=self.threshold,
+                levels=self.levels,
+                surrogate_alpha=self.surrogate_alpha,
+            )
+            out.append(s)
+        return torch.stack(out)
+
+    def extra_repr(self) -> str:
+        kind = "learnable" if isinstance(self.tau_weight, nn.Parameter) else "fixed"
+        per = f", per-channel({self.channels})" if self.channels else ""
+        return (
+            f"levels={self.levels}, threshold={self.threshold}, "
+            f"surrogate_alpha={self.surrogate_alpha}, tau_m={kind}{per}"
+        )

@@ -1,0 +1,867 @@
+"""AEDAT 3.1 files (cAER / libcaer): the format of the DVS128 Gesture recordings.
+
+Layout (little-endian throughout):
+
+- a text header of lines starting with ``#``: ``#!AER-DAT3.1``, ``#Format: RAW``,
+  ``#Source 1: DVS128``, ``#Start-Time: ...``, closed by ``#!END-HEADER\\r\\n``;
+- then packets, each a 28-byte header (eventType int16, eventSource int16,
+  eventSize int32, eventTSOffset int32, eventTSOverflow int32, eventCapacity int32,
+  eventNumber int32, eventValid int32) followed by ``eventCapacity * eventSize``
+  bytes of events (files are written with capacity == number; readers such as
+  SpikingJelly's also skip ``capacity * size`` bytes, so we do too and decode the
+  first ``eventNumber`` events);
+- polarity events (type 1) are 8 bytes: uint32 data (bit 0 valid, bit 1 polarity,
+  y in bits 2-16, x in bits 17-31) and an int32 timestamp in µs whose full value
+  is ``(eventTSOverflow << 31) | timestamp``.
+
+Other packet types (special, frame, IMU, ...; the libcaer list in
+``PACKET_TYPE_NAMES``) are skipped without reading their bodies and counted.
+Packet types outside that list mean a corrupt file or a format we do not know:
+an error by default, skipped on request.
+
+Why the reader looks the way it does: recordings reach hundreds of MB, so it
+reads the file in bounded blocks (``block_bytes``) and never holds more than a
+block plus one output chunk; DVS128 Gesture files hold many small packets, so
+within a block it walks packet headers in Python but decodes all the polarity
+events of the block in one set of numpy operations. Every packet header is
+checked against the bytes that remain in the file before anything is read or
+allocated, so a hostile header cannot make it allocate without bound or loop
+forever (every packet advances the offset by at least its 28-byte header).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+import numpy as np
+
+from streamer.events import (
+    EVENT_DTYPE,
+    EventValidationError,
+    FormatError,
+    Recording,
+    SensorSize,
+    as_events,
+    find_backwards,
+    validate_events,
+)
+
+MAGIC = b"#!AER-DAT"
+VERSION = "3.1"
+END_HEADER = b"#!END-HEADER"
+# Real headers are a few hundred bytes; a file without the end marker in the
+# first MiB is not an AEDAT 3.1 file and must not make us read further.
+MAX_HEADER_BYTES = 1 << 20
+
+PACKET_HEADER = struct.Struct("<hhiiiiii")
+PACKET_HEADER_BYTES = PACKET_HEADER.size  # 28
+
+SPECIAL_EVENT = 0
+POLARITY_EVENT = 1
+IMU6_EVENT = 3
+POLARITY_EVENT_BYTES = 8
+IMU6_EVENT_BYTES = 36  # info, timestamp, accel xyz, gyro xyz, temperature
+SPECIAL_EVENT_BYTES = 8
+TIMESTAMP_OFFSET_BYTES = 4  # every libcaer event stores its timestamp at byte 4
+
+# libcaer's caer_default_event_types; ids below 100 are reserved by libcaer.
+PACKET_TYPE_NAMES = {
+    0: "special",
+    1: "polarity",
+    2: "frame",
+    3: "imu6",
+    4: "imu9",
+    5: "sample",
+    6: "ear",
+    7: "config",
+    8: "point1d",
+    9: "point2d",
+    10: "point3d",
+    11: "point4d",
+    12: "spike",
+    13: "matrix4x4",
+}
+
+# libcaer special event types used by the writer's helper.
+SPECIAL_TIMESTAMP_RESET = 1
+SPECIAL_EXTERNAL_INPUT_RISING_EDGE = 2
+
+DEFAULT_SENSOR = SensorSize(128, 128)
+# Camera names as cAER writes them in "#Source N: NAME"; longest prefix wins.
+SOURCE_SENSORS = {
+    "DVS128": SensorSize(128, 128),
+    "EDVS": SensorSize(128, 128),
+    "DAVIS128": SensorSize(128, 128),
+    "DAVIS240": SensorSize(240, 180),
+    "DAVIS346": SensorSize(346, 260),
+    "DAVIS640": SensorSize(640, 480),
+    "DVS132S": SensorSize(132, 104),
+    "DVXPLORER LITE": SensorSize(320, 240),
+    "DVXPLORER_LITE": SensorSize(320, 240),
+    "DVXPLORER": SensorSize(640, 480),
+}
+
+DEFAULT_BLOCK_BYTES = 4 << 20
+MIN_BLOCK_BYTES = 64
+
+_SOURCE_LINE = re.compile(r"^#Source (\d+):\s*(.*?)\s*$")
+_FORMAT_LINE = re.compile(r"^#Format:\s*(.*?)\s*$")
+_START_TIME_LINE = re.compile(r"^#Start-Time:\s*(.*?)\s*$")
+
+_TS_LOW_LIMIT = 1 << 31
+_X_SHIFT, _Y_SHIFT, _POLARITY_SHIFT = 17, 2, 1
+_COORDINATE_MASK = 0x7FFF
+
+
+@dataclass(frozen=True)
+class Aedat3Header:
+    """What the text header says, and where the packets start."""
+
+    data_offset: int  # byte where the first packet header starts
+    header_lines: list[str]  # without line endings, magic and end marker included
+    sensor: SensorSize  # from the first "#Source" line we know, else 128x128
+    version: str = VERSION
+    sources: dict[int, str] = field(default_factory=dict)  # "#Source 1: DVS128" -> {1: "DVS128"}
+    sensor_from_header: bool = False  # False when ``sensor`` is the 128x128 default
+    start_time: str | None = None
+    data_format: str = "RAW"
+
+
+@dataclass
+class Aedat3Stats:
+    """Counts collected while reading; pass one in to see what was skipped."""
+
+    packets: int = 0
+    polarity_packets: int = 0
+    polarity_events: int = 0  # events yielded
+    invalid_events_dropped: int = 0  # valid bit 0
+    out_of_sensor_dropped: int = 0  # only with on_out_of_sensor="skip"
+    declared_valid_events: int = 0  # sum of eventValid over polarity packets
+    skipped_packets_by_type: dict[str, int] = field(default_factory=dict)  # known types
+    unknown_packets_by_type: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def unknown_packets(self) -> int:
+        return sum(self.unknown_packets_by_type.values())
+
+    @property
+    def skipped_packets(self) -> int:
+        return sum(self.skipped_packets_by_type.values())
+
+
+@dataclass(frozen=True)
+class ExtraPacket:
+    """A non-polarity packet for ``write_aedat3``, written just before the
+    polarity event with index ``at_event`` (``len(events)``: after the last)."""
+
+    at_event: int
+    event_type: int
+    event_size: int
+    body: bytes  # event_capacity * event_size bytes
+    event_number: int
+    event_valid: int | None = None  # defaults to event_number
+    event_capacity: int | None = None  # defaults to event_number
+    ts_offset: int = TIMESTAMP_OFFSET_BYTES
+    ts_overflow: int = 0
+    event_source: int = 1
+
+
+class _Piece(NamedTuple):
+    """Polarity words of one packet (or part of one) inside the current block."""
+
+    words: np.ndarray  # uint32, interleaved data / timestamp
+    byte_offset: int  # of the first event in the file
+    ts_overflow: int
+
+
+# ---------------------------------------------------------------- header
+
+
+def sensor_for_source(name: str) -> SensorSize | None:
+    """The sensor size of a camera named in a ``#Source`` line, or None if unknown."""
+    upper = name.strip().upper()
+    for prefix in sorted(SOURCE_SENSORS, key=len, reverse=True):
+        if upper.startswith(prefix):
+            return SOURCE_SENSORS[prefix]
+    return None
+
+
+def read_aedat3_header(path: str | os.PathLike) -> Aedat3Header:
+    """Parse the text header; FormatError (naming the byte) unless it is AEDAT 3.1 RAW."""
+    source = str(path)
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+        file_size = os.fstat(f.fileno()).st_size
+    return _parse_header(source, head, file_size)
+
+
+def _parse_header(source: str, head: bytes, file_size: int) -> Aedat3Header:
+    if not head:
+        raise FormatError(
+            source, "byte 0", "empty file; expected an AEDAT 3.1 header '#!AER-DAT3.1'"
+        )
+    if not head.startswith(MAGIC):
+        raise FormatError(
+            source, "byte 0", f"not an AEDAT file: expected '#!AER-DAT3.1', found {head[:16]!r}"
+        )
+    first_end = head.find(b"\n")
+    first_line = head[: first_end if first_end >= 0 else min(len(head), 40)].rstrip(b"\r")
+    version = first_line[len(MAGIC) :].decode("ascii", "replace").strip()
+    if version != VERSION:
+        hint = {
+            "4.0": "it is AEDAT 4.0: read it with replay.formats.aedat4",
+            "2.0": "it is AEDAT 2.0 (jAER): read it with replay.formats.aedat2",
+        }.get(version, "only AEDAT 3.1 is supported by this reader")
+        raise FormatError(source, "byte 0", f"AEDAT version {version!r}: {hint}")
+
+    lines: list[str] = []
+    sources: dict[int, str] = {}
+    start_time = None
+    data_format = "RAW"
+    position = 0
+    while True:
+        line_end = head.find(b"\n", position)
+        if line_end < 0:
+            if file_size > len(head):
+                problem = f"no '#!END-HEADER' line within the first {MAX_HEADER_BYTES} bytes"
+            else:
+                problem = "file ends inside the header (no '#!END-HEADER' line)"
+            raise FormatError(source, f"byte {position}", problem)
+        raw = head[position:line_end].rstrip(b"\r")
+        if not raw.startswith(b"#"):
+            raise FormatError(
+                source,
+                f"byte {position}",
+                f"header line does not start with '#' ({raw[:40]!r}) before '#!END-HEADER'",
+            )
+        text = raw.decode("ascii", "replace")
+        lines.append(text)
+        if raw == END_HEADER:
+            data_offset = line_end + 1
+            break
+        if m := _SOURCE_LINE.match(text):
+            sources[int(m.group(1))] = m.group(2)
+        elif m := _FORMAT_LINE.match(text):
+            data_format = m.group(1)
+            if data_format.upper() != "RAW":
+                raise FormatError(
+                    source,
+                    f"byte {position}",
+                    f"'#Format: {data_format}' is not supported (only RAW packets)",
+                )
+        elif m := _START_TIME_LINE.match(text):
+            start_time = m.group(1)
+        position = line_end + 1
+
+    sensor = None
+    for source_id in sorted(sources):
+        sensor = sensor_for_source(sources[source_id])
+        if sensor is not None:
+            break
+    return Aedat3Header(
+        data_offset=data_offset,
+        header_lines=lines,
+        sensor=sensor or DEFAULT_SENSOR,
+        version=version,
+        sources=sources,
+        sensor_from_header=sensor is not None,
+        start_time=start_time,
+        data_format=data_format,
+    )
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_aedat3(
+    path: str | os.PathLike,
+    *,
+    chunk_events: int = 1_000_000,
+    sensor: SensorSize | None = None,
+    on_unknown_packet: str = "error",
+    on_out_of_sensor: str = "error",
+    stats: Aedat3Stats | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Iterator[np.ndarray]:
+    """Yield the valid polarity events of an AEDAT 3.1 file as EVENT_DTYPE arrays
+    of ``chunk_events`` events each (the last one shorter).
+
+    ``sensor`` overrides the size named by the header. Events with the valid bit
+    cleared are dropped and counted. ``on_unknown_packet``: ``"error"`` raises
+    FormatError for a packet type libcaer does not define, ``"skip"`` skips and
+    counts it. ``on_out_of_sensor``: ``"error"`` raises EventValidationError for
+    an event outside the sensor, ``"skip"`` drops and counts it. Timestamps going
+    backwards always raise EventValidationError. Errors name the file, the event
+    index (among the events yielded) and the byte offset.
+    """
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    batcher = _ChunkBatcher(chunk_events)
+    for events in _iter_decoded_blocks(
+        path, sensor, on_unknown_packet, on_out_of_sensor, stats, block_bytes
+    ):
+        yield from batcher.push(events)
+    yield from batcher.flush()
+
+
+def _iter_decoded_blocks(
+    path: str | os.PathLike,
+    sensor: SensorSize | None,
+    on_unknown_packet: str,
+    on_out_of_sensor: str,
+    stats: Aedat3Stats | None,
+    block_bytes: int,
+    out: np.ndarray | None = None,
+) -> Iterator[np.ndarray]:
+    """The checked events of each block read, in file order (sizes vary). With
+    ``out``, blocks are decoded one after the other into it and yielded as views."""
+    if on_unknown_packet not in ("error", "skip"):
+        raise ValueError(f"on_unknown_packet must be 'error' or 'skip', got {on_unknown_packet!r}")
+    if on_out_of_sensor not in ("error", "skip"):
+        raise ValueError(f"on_out_of_sensor must be 'error' or 'skip', got {on_out_of_sensor!r}")
+    if block_bytes < MIN_BLOCK_BYTES:
+        raise ValueError(f"block_bytes must be >= {MIN_BLOCK_BYTES}, got {block_bytes}")
+    header = read_aedat3_header(path)
+    decoder = _PolarityDecoder(
+        str(path), sensor or header.sensor, on_out_of_sensor, stats or Aedat3Stats()
+    )
+    count = 0
+    with open(path, "rb") as f:
+        scanner = _scan_polarity_pieces(
+            f, str(path), header.data_offset, block_bytes, on_unknown_packet, decoder.stats
+        )
+        for pieces in scanner:
+            events = decoder.decode(pieces, None if out is None else out[count:])
+            count += len(events)
+            yield events
+
+
+def read_aedat3(
+    path: str | os.PathLike,
+    *,
+    chunk_events: int = 1_000_000,
+    sensor: SensorSize | None = None,
+    on_unknown_packet: str = "error",
+    on_out_of_sensor: str = "error",
+    stats: Aedat3Stats | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Recording:
+    """The whole file as one Recording (see ``iter_aedat3`` for the options;
+    ``chunk_events`` is accepted for symmetry and does not change the result)."""
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    header = read_aedat3_header(path)
+    resolved = sensor or header.sensor
+    # Decode straight into one array with room for as many events as the file
+    # could hold (8 bytes each), so there is no second copy: pages of a large
+    # np.zeros that are never written are never backed by memory, and the
+    # final resize hands the unused tail back.
+    room = max(0, os.path.getsize(path) - header.data_offset) // POLARITY_EVENT_BYTES
+    events = np.zeros(room, dtype=EVENT_DTYPE)
+    blocks = _iter_decoded_blocks(
+        path, resolved, on_unknown_packet, on_out_of_sensor, stats, block_bytes, events
+    )
+    count = sum(len(block) for block in blocks)
+    if count < room:
+        events = _copy_events(events[:count]) if count < room // 2 else _shrink(events, count)
+    return Recording(events, resolved, str(path))
+
+
+def _shrink(events: np.ndarray, count: int) -> np.ndarray:
+    """Drop the unused tail in place (realloc), copying only if numpy refuses."""
+    try:
+        events.resize(count, refcheck=False)
+        return events
+    except ValueError:
+        return _copy_events(events[:count])
+
+
+# numpy 2 turns EVENT_DTYPE into a packed 13-byte dtype in np.concatenate and
+# leaves the padding bytes of .copy() uninitialised; copying the 16-byte items
+# as opaque void values keeps the exact dtype and bytes (and is much faster).
+_EVENT_BYTES = np.dtype((np.void, EVENT_DTYPE.itemsize))
+
+
+def _copy_events(events: np.ndarray) -> np.ndarray:
+    return events.view(_EVENT_BYTES).copy().view(EVENT_DTYPE)
+
+
+def _concatenate_events(parts: Sequence[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([part.view(_EVENT_BYTES) for part in parts]).view(EVENT_DTYPE)
+
+
+def _scan_polarity_pieces(
+    f, source: str, data_offset: int, block_bytes: int, on_unknown_packet: str, stats: Aedat3Stats
+) -> Iterator[list[_Piece]]:
+    """Walk the packets; yield the polarity pieces of each block read.
+
+    Pieces are views into the current block, so each list is yielded (and
+    decoded) before the next block replaces it: memory stays at one block.
+    """
+    file_size = os.fstat(f.fileno()).st_size
+    block_bytes -= block_bytes % POLARITY_EVENT_BYTES
+    block = b""
+    block_start = data_offset
+    pending: list[_Piece] = []
+
+    def load(offset: int) -> None:
+        nonlocal block, block_start
+        f.seek(offset)
+        block = f.read(min(block_bytes, file_size - offset))
+        block_start = offset
+
+    offset = data_offset
+    while offset < file_size:
+        remaining = file_size - offset
+        if remaining < PACKET_HEADER_BYTES:
+            raise FormatError(
+                source,
+                f"byte {offset}",
+                f"truncated packet header: {remaining} bytes left, a header needs "
+                f"{PACKET_HEADER_BYTES}",
+            )
+        if offset + PACKET_HEADER_BYTES > block_start + len(block):
+            if pending:
+                yield pending
+                pending = []
+            load(offset)
+        (event_type, _, event_size, ts_offset, ts_overflow, capacity, number, valid) = (
+            PACKET_HEADER.unpack_from(block, offset - block_start)
+        )
+        body_start = offset + PACKET_HEADER_BYTES
+        body_bytes = _check_packet_header(
+            source,
+            offset,
+            file_size - body_start,
+            event_type,
+            event_size,
+            ts_offset,
+            ts_overflow,
+            capacity,
+            number,
+            valid,
+            on_unknown_packet,
+        )
+        stats.packets += 1
+        if event_type == POLARITY_EVENT:
+            stats.polarity_packets += 1
+            stats.declared_valid_events += valid
+            position = body_start
+            end = body_start + number * POLARITY_EVENT_BYTES
+            while position < end:
+                available = block_start + len(block) - position
+                if available < POLARITY_EVENT_BYTES:
+                    if pending:
+                        yield pending
+                        pending = []
+                    load(position)
+                    available = len(block)
+                take = min(end - position, available)
+                take -= take % POLARITY_EVENT_BYTES
+                words = np.frombuffer(
+                    block, dtype="<u4", count=take // 4, offset=position - block_start
+                )
+                pending.append(_Piece(words, position, ts_overflow))
+                position += take
+        else:
+            name = PACKET_TYPE_NAMES.get(event_type)
+            if name is None:
+                stats.unknown_packets_by_type[event_type] = (
+                    stats.unknown_packets_by_type.get(event_type, 0) + 1
+                )
+            else:
+                stats.skipped_packets_by_type[name] = stats.skipped_packets_by_type.get(name, 0) + 1
+        offset = body_start + body_bytes
+    if pending:
+        yield pending
+
+
+def _check_packet_header(
+    source: str,
+    offset: int,
+    bytes_after_header: int,
+    event_type: int,
+    event_size: int,
+    ts_offset: int,
+    ts_overflow: int,
+    capacity: int,
+    number: int,
+    valid: int,
+    on_unknown_packet: str,
+) -> int:
+    """Raise FormatError for a header that cannot be right; return the body size."""
+    where = f"byte {offset}"
+    if event_type not in PACKET_TYPE_NAMES and on_unknown_packet == "error":
+        raise FormatError(
+            source,
+            where,
+            f"unknown packet type {event_type} (libcaer defines 0-13; "
+            "on_unknown_packet='skip' skips such packets)",
+        )
+    if event_size <= 0:
+        raise FormatError(source, where, f"packet eventSize {event_size} is not positive")
+    if capacity < 0 or number < 0 or valid < 0:
+        raise FormatError(
+            source,
+            where,
+            f"negative packet counts: capacity {capacity}, number {number}, valid {valid}",
+        )
+    if not valid <= number <= capacity:
+        raise FormatError(
+            source,
+            where,
+            f"packet counts out of order: expected valid {valid} <= number {number} "
+            f"<= capacity {capacity}",
+        )
+    if ts_overflow < 0:
+        raise FormatError(source, where, f"negative eventTSOverflow {ts_overflow}")
+    if not 0 <= ts_offset <= event_size - 4:
+        raise FormatError(
+            source,
+            where,
+            f"eventTSOffset {ts_offset} does not leave room for a 4-byte timestamp "
+            f"in {event_size}-byte events",
+        )
+    if event_type == POLARITY_EVENT and (
+        event_size != POLARITY_EVENT_BYTES or ts_offset != TIMESTAMP_OFFSET_BYTES
+    ):
+        raise FormatError(
+            source,
+            where,
+            f"polarity packet with eventSize {event_size} and eventTSOffset {ts_offset}; "
+            f"expected {POLARITY_EVENT_BYTES} and {TIMESTAMP_OFFSET_BYTES}",
+        )
+    body_bytes = capacity * event_size
+    if body_bytes > bytes_after_header:
+        raise FormatError(
+            source,
+            where,
+            f"packet of type {event_type} declares {capacity} events of {event_size} bytes "
+            f"({body_bytes} bytes) but only {bytes_after_header} bytes follow its header "
+            "(truncated file or corrupt header)",
+        )
+    return body_bytes
+
+
+class _PolarityDecoder:
+    """Turns the polarity pieces of one block into checked EVENT_DTYPE events."""
+
+    def __init__(self, source: str, sensor: SensorSize, on_out_of_sensor: str, stats: Aedat3Stats):
+        self.source = source
+        self.sensor = sensor
+        self.on_out_of_sensor = on_out_of_sensor
+        self.stats = stats
+        self.events_before = 0  # events yielded so far: the index of the next one
+        self.last_timestamp: int | None = None
+
+    def decode(self, pieces: list[_Piece], out: np.ndarray | None = None) -> np.ndarray:
+        """The checked events of ``pieces``, written to the start of ``out`` when
+        given (it must have room for every word pair) and returned."""
+        words = pieces[0].words if len(pieces) == 1 else np.concatenate([p.words for p in pieces])
+        counts = np.fromiter((len(p.words) // 2 for p in pieces), np.int64, len(pieces))
+        data = words[0::2]
+        ts_low = words[1::2]
+        overflows = [p.ts_overflow for p in pieces]
+        overflow: int | np.ndarray = overflows[0]
+        if any(o != overflow for o in overflows):
+            overflow = np.repeat(np.asarray(overflows, dtype=np.int64), counts)
+
+        # raw_index maps each surviving event back to its slot among the words,
+        # so an error can name its byte; None while nothing has been dropped.
+        raw_index: np.ndarray | None = None
+        valid = (data & 1).astype(bool)
+        n_valid = int(np.count_nonzero(valid))
+        if n_valid < len(data):
+            self.stats.invalid_events_dropped += len(data) - n_valid
+            raw_index = np.flatnonzero(valid)
+            data = data[raw_index]
+            ts_low = ts_low[raw_index]
+            if isinstance(overflow, np.ndarray):
+                overflow = overflow[raw_index]
+
+        def byte_of(i: int) -> int:
+            raw = int(raw_index[i]) if raw_index is not None else i
+            k = int(np.searchsorted(np.cumsum(counts), raw, side="right"))
+            first_raw = int(counts[:k].sum())
+            return pieces[k].byte_offset + (raw - first_raw) * POLARITY_EVENT_BYTES
+
+        negative = ts_low >= _TS_LOW_LIMIT
+        if negative.any():
+            i = int(np.argmax(negative))
+            raise FormatError(
+                self.source,
+                f"byte {byte_of(i)}",
+                f"polarity event {self.events_before + i} has a negative timestamp field "
+                f"{int(ts_low[i].astype(np.int64)) - (1 << 32)}",
+            )
+
+        x = data >> _X_SHIFT
+        y = (data >> _Y_SHIFT) & _COORDINATE_MASK
+        outside = (x >= self.sensor.width) | (y >= self.sensor.height)
+        if outside.any():
+            if self.on_out_of_sensor == "error":
+                i = int(np.argmax(outside))
+                raise EventValidationError(
+                    self.source,
+                    f"event {self.events_before + i}",
+                    f"x={int(x[i])}, y={int(y[i])} is outside the {self.sensor} sensor "
+                    f"(byte {byte_of(i)}; on_out_of_sensor='skip' drops such events)",
+                )
+            inside = ~outside
+            self.stats.out_of_sensor_dropped += int(np.count_nonzero(outside))
+            kept = np.flatnonzero(inside)
+            raw_index = kept if raw_index is None else raw_index[kept]
+            data, ts_low, x, y = data[kept], ts_low[kept], x[kept], y[kept]
+            if isinstance(overflow, np.ndarray):
+                overflow = overflow[kept]
+
+        events = np.zeros(len(data), dtype=EVENT_DTYPE) if out is None else out[: len(data)]
+        timestamp = ts_low.astype(np.int64)
+        if isinstance(overflow, np.ndarray):
+            timestamp |= overflow << 31
+        elif overflow:
+            timestamp |= np.int64(overflow) << 31
+        events["timestamp"] = timestamp
+        events["x"] = x
+        events["y"] = y
+        events["polarity"] = (data >> _POLARITY_SHIFT) & 1
+
+        i = find_backwards(events, self.last_timestamp)
+        if i >= 0:
+            before = self.last_timestamp if i == 0 else int(timestamp[i - 1])
+            raise EventValidationError(
+                self.source,
+                f"event {self.events_before + i}",
+                f"timestamp {int(timestamp[i])} µs goes backwards (previous {before} µs; "
+                f"byte {byte_of(i)})",
+            )
+        if len(events):
+            self.last_timestamp = int(timestamp[-1])
+        self.events_before += len(events)
+        self.stats.polarity_events += len(events)
+        return events
+
+
+class _ChunkBatcher:
+    """Regroups decoded arrays into chunks of exactly ``size`` events (last shorter)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.parts: list[np.ndarray] = []
+        self.count = 0
+
+    def push(self, events: np.ndarray) -> Iterator[np.ndarray]:
+        while len(events):
+            room = self.size - self.count
+            self.parts.append(events[:room])
+            self.count += min(room, len(events))
+            events = events[room:]
+            if self.count == self.size:
+                yield self._take()
+
+    def flush(self) -> Iterator[np.ndarray]:
+        if self.count:
+            yield self._take()
+
+    def _take(self) -> np.ndarray:
+        chunk = _concatenate_events(self.parts)
+        self.parts = []
+        self.count = 0
+        return chunk
+
+
+# ---------------------------------------------------------------- writing
+
+
+def encode_packet_header(
+    event_type: int,
+    event_size: int,
+    event_capacity: int,
+    event_number: int,
+    event_valid: int,
+    *,
+    ts_offset: int = TIMESTAMP_OFFSET_BYTES,
+    ts_overflow: int = 0,
+    event_source: int = 1,
+) -> bytes:
+    """The 28-byte packet header (any values, so tests can write hostile ones)."""
+    return PACKET_HEADER.pack(
+        event_type,
+        event_source,
+        event_size,
+        ts_offset,
+        ts_overflow,
+        event_capacity,
+        event_number,
+        event_valid,
+    )
+
+
+def header_bytes(
+    source_name: str = "DVS128", start_time: datetime | None = None, extra_lines: Sequence[str] = ()
+) -> bytes:
+    """An AEDAT 3.1 text header as cAER writes it."""
+    moment = start_time or datetime.now(timezone.utc)
+    zone = moment.strftime("%z") or "+0000"
+    lines = [
+        "#!AER-DAT3.1",
+        "#Format: RAW",
+        f"#Source 1: {source_name}",
+        f"#Start-Time: {moment.strftime('%Y-%m-%d %H:%M:%S')} (TZ{zone})",
+        *extra_lines,
+        "#!END-HEADER",
+    ]
+    return "".join(line + "\r\n" for line in lines).encode("ascii")
+
+
+def special_packet(
+    at_event: int,
+    timestamps_us: Sequence[int] | np.ndarray,
+    special_type: int = SPECIAL_EXTERNAL_INPUT_RISING_EDGE,
+) -> ExtraPacket:
+    """A packet of special events (default: external input rising edges)."""
+    words, overflow = _typed_words(timestamps_us, 2)
+    words[:, 0] = 1 | (special_type << 1)
+    body = words.tobytes()
+    return ExtraPacket(
+        at_event, SPECIAL_EVENT, SPECIAL_EVENT_BYTES, body, len(words), ts_overflow=overflow
+    )
+
+
+def imu6_packet(at_event: int, timestamps_us: Sequence[int] | np.ndarray) -> ExtraPacket:
+    """A packet of 6-axis IMU samples (1 g down, no rotation, 25 °C)."""
+    words, overflow = _typed_words(timestamps_us, IMU6_EVENT_BYTES // 4)
+    words[:, 0] = 1
+    floats = words[:, 2:].view("<f4")
+    floats[:] = [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 25.0]
+    return ExtraPacket(
+        at_event, IMU6_EVENT, IMU6_EVENT_BYTES, words.tobytes(), len(words), ts_overflow=overflow
+    )
+
+
+def _typed_words(timestamps_us, words_per_event: int) -> tuple[np.ndarray, int]:
+    timestamps = np.asarray(timestamps_us, dtype=np.int64)
+    overflow = set((timestamps >> 31).tolist())
+    if len(overflow) > 1:
+        raise ValueError("the timestamps of one packet must share eventTSOverflow (ts >> 31)")
+    words = np.zeros((len(timestamps), words_per_event), dtype="<u4")
+    words[:, 1] = timestamps & 0x7FFFFFFF
+    return words, overflow.pop() if overflow else 0
+
+
+def write_aedat3(
+    path: str | os.PathLike,
+    events: np.ndarray,
+    sensor: SensorSize = DEFAULT_SENSOR,
+    *,
+    packet_events: int = 4096,
+    source_name: str = "DVS128",
+    extra_packets: Sequence[ExtraPacket] = (),
+    valid: np.ndarray | None = None,
+    start_time: datetime | None = None,
+    check: bool = True,
+) -> None:
+    """Write ``events`` as an AEDAT 3.1 file in cAER's layout.
+
+    Polarity packets hold at most ``packet_events`` events and never span a
+    change of ``timestamp >> 31`` (each packet has one eventTSOverflow).
+    ``valid`` (bool per event) writes False entries with the valid bit cleared.
+    ``check`` refuses events outside ``sensor`` or going backwards; tests that
+    need such files pass ``check=False``. Values the format cannot hold (negative
+    timestamps, coordinates above 32767) are always refused.
+    """
+    source = str(path)
+    events = as_events(np.asarray(events), source)
+    n = len(events)
+    if packet_events < 1:
+        raise ValueError(f"packet_events must be >= 1, got {packet_events}")
+    named = sensor_for_source(source_name)
+    if named is not None and named != sensor:
+        raise ValueError(
+            f"source {source_name!r} is a {named} sensor but sensor={sensor}; "
+            "pass a matching source_name"
+        )
+    if check:
+        validate_events(events, sensor, source)
+    timestamps = events["timestamp"]
+    if n and (int(timestamps.min()) < 0 or int(timestamps.max()) >= 1 << 62):
+        raise EventValidationError(source, "", "timestamps must lie in [0, 2^62) µs for AEDAT 3.1")
+    for axis in ("x", "y"):
+        if n and (int(events[axis].min()) < 0 or int(events[axis].max()) > _COORDINATE_MASK):
+            raise EventValidationError(source, "", f"{axis} must lie in [0, 32767] for AEDAT 3.1")
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != (n,):
+            raise ValueError(f"valid must have one entry per event ({n}), got shape {valid.shape}")
+    for extra in extra_packets:
+        if not 0 <= extra.at_event <= n:
+            raise ValueError(f"extra packet at_event {extra.at_event} outside [0, {n}]")
+
+    words = np.empty((n, 2), dtype="<u4")
+    data = (events["x"].astype(np.uint32) << _X_SHIFT) | (events["y"].astype(np.uint32) << _Y_SHIFT)
+    data |= (events["polarity"].astype(np.uint32) & 1) << _POLARITY_SHIFT
+    data |= 1 if valid is None else valid.astype(np.uint32)
+    words[:, 0] = data
+    words[:, 1] = timestamps & 0x7FFFFFFF
+    overflow = timestamps >> 31
+
+    starts = np.arange(0, n, packet_events, dtype=np.int64)
+    starts = np.union1d(starts, np.flatnonzero(overflow[1:] != overflow[:-1]) + 1)
+    starts = np.union1d(starts, [e.at_event for e in extra_packets if e.at_event < n])
+    starts = starts.astype(np.int64)
+    bounds = np.append(starts, n)
+    if valid is None:
+        valid_counts = np.diff(bounds)
+    else:
+        valid_counts = np.add.reduceat(valid.astype(np.int64), starts) if n else starts
+
+    extras_at: dict[int, list[ExtraPacket]] = {}
+    for extra in extra_packets:
+        extras_at.setdefault(extra.at_event, []).append(extra)
+
+    with open(path, "wb") as f:
+        f.write(header_bytes(source_name, start_time))
+        packet_bounds = zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        for k, (start, end) in enumerate(packet_bounds):
+            for extra in extras_at.get(start, ()):
+                _write_extra(f, extra)
+            count = end - start
+            f.write(
+                encode_packet_header(
+                    POLARITY_EVENT,
+                    POLARITY_EVENT_BYTES,
+                    count,
+                    count,
+                    int(valid_counts[k]),
+                    ts_overflow=int(overflow[start]),
+                )
+            )
+            f.write(words[start:end])
+        for extra in extras_at.get(n, ()):
+            _write_extra(f, extra)
+
+
+def _write_extra(f, extra: ExtraPacket) -> None:
+    capacity = extra.event_number if extra.event_capacity is None else extra.event_capacity
+    valid = extra.event_number if extra.event_valid is None else extra.event_valid
+    f.write(
+        encode_packet_header(
+            extra.event_type,
+            extra.event_size,
+            capacity,
+            extra.event_number,
+            valid,
+            ts_offset=extra.ts_offset,
+            ts_overflow=extra.ts_overflow,
+            event_source=extra.event_source,
+        )
+    )
+    f.write(extra.body)

@@ -1,0 +1,345 @@
+"""On-disk cache of a recording cut into labelled segments.
+
+Decoding a DVS128 Gesture recording (AEDAT 3.1, tens to hundreds of MB) takes
+seconds; training reads every segment many times. So the segments of each
+recording are decoded once and stored in one cache file that later runs map
+into memory and slice.
+
+File layout (``*.segments``): three ``.npy`` records one after another.
+
+1. ``meta``: JSON (UTF-8 bytes as ``uint8``): format name, ``version``
+   (``CACHE_FORMAT_VERSION``), the stamps of the source files, sensor size.
+2. ``segments``: one row per segment: ``start_us``, ``end_us``, ``label``,
+   ``first_event``, ``event_count``, ``crc32`` of the segment's event bytes.
+3. ``events``: the events of all segments, one after another, packed to
+   ``t`` int64, ``x``, ``y`` uint8 (uint16 for sensors wider than 256),
+   ``p`` uint8: 11 bytes per event instead of 16.
+
+Staleness is keyed on each source file's size and ``mtime_ns``, not a content
+hash: every rewrite of a file changes its mtime, and hashing part of a file
+would cost I/O on every open yet still miss a change in the untouched middle.
+(Copying a dataset with ``cp -p`` or ``rsync -t`` keeps both and reuses the
+cache, as it should.)
+
+A cache that is missing, stale, of another version or corrupt is rebuilt from
+the source, never trusted: the header, table and file size are checked on open,
+and each segment's CRC when it is read. Writes go to a temporary file in the
+same folder and are renamed into place, so a killed run leaves either the old
+file or the new one, and two processes building the same cache both succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamer.events import EVENT_DTYPE, SensorSize
+
+CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_NAME = "stcsnn-segment-cache"
+CACHE_SUFFIX = ".segments"
+
+SEGMENT_DTYPE = np.dtype(
+    [
+        ("start_us", "<i8"),
+        ("end_us", "<i8"),
+        ("label", "<i8"),
+        ("first_event", "<i8"),
+        ("event_count", "<i8"),
+        ("crc32", "<u8"),
+    ]
+)
+
+# A temporary file untouched this long belongs to a killed writer.
+ABANDONED_TEMPORARY_S = 600
+
+# No sane recording has a header this large; bounds what a corrupt file can make us read.
+_MAX_META_BYTES = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$STCSNN_CACHE``, else ``~/.cache/stcsnn``."""
+    configured = os.environ.get("STCSNN_CACHE")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "stcsnn"
+
+
+def packed_event_dtype(sensor: SensorSize) -> np.dtype:
+    coordinate = "u1" if max(sensor.width, sensor.height) <= 256 else "<u2"
+    return np.dtype([("t", "<i8"), ("x", coordinate), ("y", coordinate), ("p", "u1")])
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """What identifies a version of a source file: its path, size and mtime."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> SourceStamp:
+        info = Path(path).stat()
+        return cls(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+
+
+@dataclass
+class CacheStats:
+    """What the cache did: ``hits`` opened a valid file, ``builds`` decoded a
+    source (``reasons`` says why: missing, stale, version, corrupt)."""
+
+    hits: int = 0
+    builds: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def cache_file_for(cache_dir: Path, namespace: str, source: Path) -> Path:
+    """One cache file per source recording, named after it and its full path
+    (so two datasets with equal file names do not share a cache)."""
+    resolved = str(Path(source).resolve())
+    digest = hashlib.sha1(resolved.encode()).hexdigest()[:12]
+    return Path(cache_dir) / namespace / f"{Path(source).stem}-{digest}{CACHE_SUFFIX}"
+
+
+class CorruptCache(Exception):
+    """A cache file cannot be used; the message says why. Callers rebuild."""
+
+
+class SegmentedRecording:
+    """The segments of one recording, read from a cache file.
+
+    ``segments`` is the table (``SEGMENT_DTYPE``); ``events(i)`` returns segment
+    ``i`` as ``EVENT_DTYPE`` (timestamps as in the source recording).
+    """
+
+    def __init__(self, path: Path, sensor: SensorSize, segments: np.ndarray, packed: np.ndarray):
+        self.path = path
+        self.sensor = sensor
+        self.segments = segments
+        self._packed = packed
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def events(self, i: int) -> np.ndarray:
+        row = self.segments[i]
+        first, count = int(row["first_event"]), int(row["event_count"])
+        packed = np.asarray(self._packed[first : first + count])
+        if zlib.crc32(packed.tobytes()) != int(row["crc32"]):
+            raise CorruptCache(f"corrupt: {self.path}: segment {i}: CRC mismatch")
+        events = np.empty(count, dtype=EVENT_DTYPE)
+        events["timestamp"] = packed["t"]
+        events["x"] = packed["x"]
+        events["y"] = packed["y"]
+        events["polarity"] = packed["p"]
+        return events
+
+
+def _read_npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of the ``.npy`` record at ``f``'s position."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"npy version {version}")
+    except Exception as error:  # numpy raises ValueError, EOFError, SyntaxError...
+        raise CorruptCache(
+            f"corrupt: {f.name}: bad record header at byte {f.tell()}: {error}"
+        ) from error
+    if fortran or len(shape) != 1:
+        raise CorruptCache(f"corrupt: {f.name}: unexpected record shape {shape}")
+    return shape, dtype, f.tell()
+
+
+def read_segment_cache(path: Path, stamps: Sequence[SourceStamp]) -> SegmentedRecording:
+    """Open a cache file written for exactly these source stamps.
+
+    Raises ``FileNotFoundError`` when absent and ``CorruptCache`` (its message
+    starting with ``stale``, ``version`` or ``corrupt``) when it cannot be used.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        shape, dtype, offset = _read_npy_header(f)
+        if dtype != np.uint8 or shape[0] > _MAX_META_BYTES or offset + shape[0] > size:
+            raise CorruptCache(f"corrupt: {path}: bad meta record")
+        try:
+            meta = json.loads(f.read(shape[0]).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CorruptCache(f"corrupt: {path}: meta is not JSON: {error}") from error
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT_NAME:
+            raise CorruptCache(f"corrupt: {path}: not a {CACHE_FORMAT_NAME} file")
+        if meta.get("version") != CACHE_FORMAT_VERSION:
+            raise CorruptCache(
+                f"version: {path}: cache version {meta.get('version')}, "
+                f"this code writes {CACHE_FORMAT_VERSION}"
+            )
+        if meta.get("sources") != [vars(s) for s in stamps]:
+            raise CorruptCache(f"stale: {path}: the source files changed")
+        try:
+            sensor = SensorSize(int(meta["width"]), int(meta["height"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CorruptCache(f"corrupt: {path}: no sensor size") from error
+
+        shape, dtype, offset = _read_npy_header(f)
+        if dtype != SEGMENT_DTYPE or offset + shape[0] * dtype.itemsize > size:
+            raise CorruptCache(f"corrupt: {path}: bad segment table")
+        segments = np.frombuffer(f.read(shape[0] * dtype.itemsize), dtype=SEGMENT_DTYPE)
+
+        f.seek(offset + segments.nbytes)
+        shape, dtype, offset = _read_npy_header(f)
+        if dtype != packed_event_dtype(sensor) or offset + shape[0] * dtype.itemsize != size:
+            raise CorruptCache(f"corrupt: {path}: event record does not fill the file")
+    ends = segments["first_event"] + segments["event_count"]
+    if len(segments) and (
+        (segments["first_event"] < 0).any()
+        or (segments["event_count"] < 0).any()
+        or (ends > shape[0]).any()
+    ):
+        raise CorruptCache(f"corrupt: {path}: segment table points past the events")
+    packed = (
+        np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        if shape[0]
+        else np.empty(0, dtype)
+    )
+    return SegmentedRecording(path, sensor, segments.copy(), packed)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _remove_abandoned_temporaries(path: Path) -> None:
+    """Delete temporary files that killed writers of ``path`` left behind (old
+    enough that no live writer can still be filling them)."""
+    now_ns = time.time_ns()
+    for temporary in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now_ns - temporary.stat().st_mtime_ns > ABANDONED_TEMPORARY_S * 1_000_000_000:
+                temporary.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def write_segment_cache(
+    path: Path,
+    stamps: Sequence[SourceStamp],
+    sensor: SensorSize,
+    starts_us: Sequence[int],
+    ends_us: Sequence[int],
+    labels: Sequence[int],
+    segment_events: Sequence[np.ndarray],
+    *,
+    version: int = CACHE_FORMAT_VERSION,
+) -> None:
+    """Write a cache file atomically (temporary file in the same folder, then
+    rename). ``segment_events[i]`` holds segment ``i``'s events (EVENT_DTYPE).
+    ``version`` exists so tests can write an old-version file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    packed_dtype = packed_event_dtype(sensor)
+    counts = np.array([len(e) for e in segment_events], dtype=np.int64)
+    table = np.zeros(len(counts), dtype=SEGMENT_DTYPE)
+    table["start_us"] = starts_us
+    table["end_us"] = ends_us
+    table["label"] = labels
+    table["first_event"] = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else []
+    table["event_count"] = counts
+    packed = np.empty(int(counts.sum()), dtype=packed_dtype)
+    for i, events in enumerate(segment_events):
+        first = int(table["first_event"][i])
+        part = packed[first : first + len(events)]
+        part["t"] = events["timestamp"]
+        part["x"] = events["x"]
+        part["y"] = events["y"]
+        part["p"] = events["polarity"]
+        table["crc32"][i] = zlib.crc32(part.tobytes())
+    meta = {
+        "format": CACHE_FORMAT_NAME,
+        "version": version,
+        "sources": [vars(s) for s in stamps],
+        "width": sensor.width,
+        "height": sensor.height,
+    }
+    meta_bytes = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    _remove_abandoned_temporaries(path)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(_npy_bytes(meta_bytes))
+            f.write(_npy_bytes(table))
+            f.write(_npy_bytes(packed))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class DecodedSegments:
+    """What a builder returns: the recording's segments, decoded from source."""
+
+    sensor: SensorSize
+    starts_us: np.ndarray
+    ends_us: np.ndarray
+    labels: np.ndarray
+    events: list[np.ndarray]
+
+
+def load_or_build(
+    cache_path: Path,
+    sources: Sequence[Path],
+    build: Callable[[], DecodedSegments],
+    stats: CacheStats | None = None,
+    *,
+    rebuild_reason: str | None = None,
+) -> SegmentedRecording:
+    """The cached segments of ``sources`` (the recording and anything else its
+    segments depend on, e.g. its labels file), decoding them with ``build``
+    and writing the cache when the file is missing, stale, of another version
+    or corrupt, or when the caller found it unusable (``rebuild_reason``)."""
+    stats = stats if stats is not None else CacheStats()
+    stamps = [SourceStamp.of(p) for p in sources]
+    reason = rebuild_reason
+    if reason is None:
+        try:
+            cached = read_segment_cache(cache_path, stamps)
+            stats.hits += 1
+            return cached
+        except FileNotFoundError:
+            reason = f"missing: {cache_path}"
+        except CorruptCache as error:
+            reason = str(error)
+    decoded = build()
+    write_segment_cache(
+        cache_path,
+        stamps,
+        decoded.sensor,
+        decoded.starts_us,
+        decoded.ends_us,
+        decoded.labels,
+        decoded.events,
+    )
+    stats.builds += 1
+    stats.reasons.append(reason)
+    return read_segment_cache(cache_path, stamps)

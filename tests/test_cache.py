@@ -1,0 +1,216 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replay.datasets.cache import (
+    ABANDONED_TEMPORARY_S,
+    CACHE_FORMAT_VERSION,
+    CacheStats,
+    CorruptCache,
+    DecodedSegments,
+    SourceStamp,
+    cache_file_for,
+    default_cache_dir,
+    load_or_build,
+    read_segment_cache,
+    write_segment_cache,
+)
+from streamer.events import EVENT_DTYPE, SensorSize, make_events
+
+SENSOR = SensorSize(128, 128)
+
+
+def random_events(rng, n, t0=0):
+    return make_events(
+        t0 + np.sort(rng.integers(0, 1_000_000, n)),
+        rng.integers(0, 128, n),
+        rng.integers(0, 128, n),
+        rng.integers(0, 2, n),
+    )
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    path = tmp_path / "recording.bin"
+    path.write_bytes(b"pretend recording")
+    return path
+
+
+def decoded(seed=0, counts=(500, 0, 1200)) -> DecodedSegments:
+    rng = np.random.default_rng(seed)
+    events = [random_events(rng, n, t0=i * 2_000_000) for i, n in enumerate(counts)]
+    starts = np.array([i * 2_000_000 for i in range(len(counts))])
+    return DecodedSegments(SENSOR, starts, starts + 1_000_000, np.arange(len(counts)), events)
+
+
+def write(path, source, segments: DecodedSegments, **kw):
+    write_segment_cache(
+        path,
+        [SourceStamp.of(source)],
+        segments.sensor,
+        segments.starts_us,
+        segments.ends_us,
+        segments.labels,
+        segments.events,
+        **kw,
+    )
+
+
+def test_round_trip_is_exact_and_compact(tmp_path, source):
+    segments = decoded()
+    path = tmp_path / "c.segments"
+    write(path, source, segments)
+    cached = read_segment_cache(path, [SourceStamp.of(source)])
+    assert cached.sensor == SENSOR and len(cached) == 3
+    for i, events in enumerate(segments.events):
+        got = cached.events(i)
+        assert got.dtype == EVENT_DTYPE
+        np.testing.assert_array_equal(got, events)
+    np.testing.assert_array_equal(cached.segments["start_us"], segments.starts_us)
+    np.testing.assert_array_equal(cached.segments["label"], segments.labels)
+    # 11 bytes per event plus a header well under 1 KB.
+    assert path.stat().st_size < 11 * 1700 + 1024
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_wide_sensor_keeps_coordinates_above_255(tmp_path, source):
+    wide = SensorSize(640, 480)
+    events = make_events([1, 2, 3], [0, 300, 639], [0, 256, 479], [0, 1, 1])
+    path = tmp_path / "w.segments"
+    write_segment_cache(path, [SourceStamp.of(source)], wide, [0], [10], [0], [events])
+    np.testing.assert_array_equal(
+        read_segment_cache(path, [SourceStamp.of(source)]).events(0), events
+    )
+
+
+def test_stale_source_and_other_version_are_refused(tmp_path, source):
+    path = tmp_path / "c.segments"
+    write(path, source, decoded())
+    before = SourceStamp.of(source)
+    source.write_bytes(b"a different recording")
+    with pytest.raises(CorruptCache, match="^stale"):
+        read_segment_cache(path, [SourceStamp.of(source)])
+    write(path, source, decoded(), version=CACHE_FORMAT_VERSION + 1)
+    with pytest.raises(CorruptCache, match="^version"):
+        read_segment_cache(path, [SourceStamp.of(source)])
+    assert before != SourceStamp.of(source)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["empty", "truncate_header", "truncate_events", "garbage", "extra_bytes", "npy_of_other"],
+)
+def test_damaged_files_are_refused_not_crashed_on(tmp_path, source, damage):
+    path = tmp_path / "c.segments"
+    write(path, source, decoded())
+    data = path.read_bytes()
+    damaged = {
+        "empty": b"",
+        "truncate_header": data[:40],
+        "truncate_events": data[:-5],
+        "garbage": np.random.default_rng(1).bytes(len(data)),
+        "extra_bytes": data + b"\0" * 11,
+        "npy_of_other": data[:10] + b"x" + data[11:],
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(CorruptCache, match="^corrupt"):
+        read_segment_cache(path, [SourceStamp.of(source)])
+
+
+def test_flipped_event_byte_is_caught_by_the_segment_crc(tmp_path, source):
+    path = tmp_path / "c.segments"
+    write(path, source, decoded())
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the last segment's events
+    path.write_bytes(bytes(data))
+    cached = read_segment_cache(path, [SourceStamp.of(source)])
+    cached.events(0)
+    with pytest.raises(CorruptCache, match="CRC"):
+        cached.events(2)
+
+
+def test_load_or_build_decodes_once_then_rebuilds_on_change_and_corruption(tmp_path, source):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return decoded(seed=len(calls))
+
+    stats = CacheStats()
+    path = cache_file_for(tmp_path / "cache", "test", source)
+    first = load_or_build(path, [source], build, stats)
+    mtime = path.stat().st_mtime_ns
+    second = load_or_build(path, [source], build, stats)
+    assert len(calls) == 1 and stats.hits == 1 and stats.builds == 1
+    assert stats.reasons[0].startswith("missing")
+    assert path.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(first.events(2), second.events(2))
+
+    source.write_bytes(b"the recording was re-recorded")
+    load_or_build(path, [source], build, stats)
+    assert len(calls) == 2 and stats.reasons[-1].startswith("stale")
+
+    path.write_bytes(b"\x93NUMPY garbage")
+    rebuilt = load_or_build(path, [source], build, stats)
+    assert len(calls) == 3 and stats.reasons[-1].startswith("corrupt")
+    np.testing.assert_array_equal(rebuilt.events(2), decoded(seed=3).events[2])
+
+    load_or_build(path, [source], build, stats, rebuild_reason="told to")
+    assert len(calls) == 4 and stats.reasons[-1] == "told to"
+
+
+def test_cache_file_names_differ_for_equal_names_in_different_folders(tmp_path):
+    a = cache_file_for(tmp_path, "ns", tmp_path / "a" / "user01_led.aedat")
+    b = cache_file_for(tmp_path, "ns", tmp_path / "b" / "user01_led.aedat")
+    assert a != b and a.name.startswith("user01_led-") and a.parent == tmp_path / "ns"
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STCSNN_CACHE", str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("STCSNN_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "stcsnn"
+
+
+WRITER = """
+import sys
+import numpy as np
+from replay.datasets.cache import SourceStamp, write_segment_cache
+from streamer.events import SensorSize, make_events
+n = 2_000_000
+events = make_events(np.arange(n), np.arange(n) % 128, np.arange(n) % 128, np.arange(n) % 2)
+stamps = [SourceStamp("/recording", 1, 2)]
+print("ready", flush=True)
+while True:
+    write_segment_cache(sys.argv[1], stamps, SensorSize(128, 128), [0], [n], [0], [events])
+"""
+
+
+def test_a_killed_writer_leaves_a_valid_file_or_none(tmp_path):
+    path = tmp_path / "c.segments"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # now most likely in the middle of the next write
+    finally:
+        writer.kill()
+        writer.wait()
+    cached = read_segment_cache(path, [SourceStamp("/recording", 1, 2)])
+    assert len(cached.events(0)) == 2_000_000
+    # The killed writer's temporary file is removed by a later write once old.
+    leftovers = list(tmp_path.glob(".c.segments.*.tmp"))
+    old = time.time() - ABANDONED_TEMPORARY_S - 60
+    for leftover in leftovers:
+        os.utime(leftover, (old, old))
+    write_segment_cache(path, [SourceStamp("/recording", 1, 2)], SENSOR, [], [], [], [])
+    assert not list(tmp_path.glob(".c.segments.*.tmp"))

@@ -164,6 +164,17 @@ def test_load_or_build_decodes_once_then_rebuilds_on_change_and_corruption(tmp_p
     assert len(calls) == 4 and stats.reasons[-1] == "told to"
 
 
+def test_unwritable_cache_folder_warns_and_keeps_segments_in_memory(tmp_path, source):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    path = cache_file_for(blocker, "test", source)
+    stats = CacheStats()
+    with pytest.warns(UserWarning, match="cannot write the segment cache"):
+        segments = load_or_build(path, [source], decoded, stats)
+    assert stats.builds == 1 and not path.exists()
+    np.testing.assert_array_equal(segments.events(2), decoded().events[2])
+
+
 def test_cache_file_names_differ_for_equal_names_in_different_folders(tmp_path):
     a = cache_file_for(tmp_path, "ns", tmp_path / "a" / "user01_led.aedat")
     b = cache_file_for(tmp_path, "ns", tmp_path / "b" / "user01_led.aedat")

@@ -31,11 +31,11 @@ file or the new one, and two processes building the same cache both succeed.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -219,12 +219,6 @@ def read_segment_cache(path: Path, stamps: Sequence[SourceStamp]) -> SegmentedRe
     return SegmentedRecording(path, sensor, segments.copy(), packed)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def _remove_abandoned_temporaries(path: Path) -> None:
     """Delete temporary files that killed writers of ``path`` left behind (old
     enough that no live writer can still be filling them)."""
@@ -235,6 +229,33 @@ def _remove_abandoned_temporaries(path: Path) -> None:
                 temporary.unlink()
         except FileNotFoundError:
             pass
+
+
+def pack_segments(
+    sensor: SensorSize,
+    starts_us: Sequence[int],
+    ends_us: Sequence[int],
+    labels: Sequence[int],
+    segment_events: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The segment table (with CRCs) and the packed events of all segments."""
+    counts = np.array([len(e) for e in segment_events], dtype=np.int64)
+    table = np.zeros(len(counts), dtype=SEGMENT_DTYPE)
+    table["start_us"] = starts_us
+    table["end_us"] = ends_us
+    table["label"] = labels
+    table["first_event"] = np.cumsum(counts) - counts
+    table["event_count"] = counts
+    packed = np.empty(int(counts.sum()), dtype=packed_event_dtype(sensor))
+    for i, events in enumerate(segment_events):
+        first = int(table["first_event"][i])
+        part = packed[first : first + len(events)]
+        part["t"] = events["timestamp"]
+        part["x"] = events["x"]
+        part["y"] = events["y"]
+        part["p"] = events["polarity"]
+        table["crc32"][i] = zlib.crc32(part.tobytes())
+    return table, packed
 
 
 def write_segment_cache(
@@ -253,23 +274,7 @@ def write_segment_cache(
     ``version`` exists so tests can write an old-version file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    packed_dtype = packed_event_dtype(sensor)
-    counts = np.array([len(e) for e in segment_events], dtype=np.int64)
-    table = np.zeros(len(counts), dtype=SEGMENT_DTYPE)
-    table["start_us"] = starts_us
-    table["end_us"] = ends_us
-    table["label"] = labels
-    table["first_event"] = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else []
-    table["event_count"] = counts
-    packed = np.empty(int(counts.sum()), dtype=packed_dtype)
-    for i, events in enumerate(segment_events):
-        first = int(table["first_event"][i])
-        part = packed[first : first + len(events)]
-        part["t"] = events["timestamp"]
-        part["x"] = events["x"]
-        part["y"] = events["y"]
-        part["p"] = events["polarity"]
-        table["crc32"][i] = zlib.crc32(part.tobytes())
+    table, packed = pack_segments(sensor, starts_us, ends_us, labels, segment_events)
     meta = {
         "format": CACHE_FORMAT_NAME,
         "version": version,
@@ -284,9 +289,8 @@ def write_segment_cache(
     )
     try:
         with os.fdopen(descriptor, "wb") as f:
-            f.write(_npy_bytes(meta_bytes))
-            f.write(_npy_bytes(table))
-            f.write(_npy_bytes(packed))
+            for record in (meta_bytes, table, packed):
+                np.lib.format.write_array(f, record, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -328,18 +332,34 @@ def load_or_build(
             return cached
         except FileNotFoundError:
             reason = f"missing: {cache_path}"
+        except OSError as error:
+            reason = f"unreadable: {cache_path}: {error}"
         except CorruptCache as error:
             reason = str(error)
     decoded = build()
-    write_segment_cache(
-        cache_path,
-        stamps,
-        decoded.sensor,
-        decoded.starts_us,
-        decoded.ends_us,
-        decoded.labels,
-        decoded.events,
-    )
+    try:
+        write_segment_cache(
+            cache_path,
+            stamps,
+            decoded.sensor,
+            decoded.starts_us,
+            decoded.ends_us,
+            decoded.labels,
+            decoded.events,
+        )
+    except OSError as error:
+        # A read-only or full disk costs speed, not the run: keep them in memory.
+        warnings.warn(
+            f"cannot write the segment cache {cache_path} ({error}); "
+            "decoded segments kept in memory only (set STCSNN_CACHE to a writable folder)",
+            stacklevel=2,
+        )
+        stats.builds += 1
+        stats.reasons.append(reason)
+        table, packed = pack_segments(
+            decoded.sensor, decoded.starts_us, decoded.ends_us, decoded.labels, decoded.events
+        )
+        return SegmentedRecording(Path(cache_path), decoded.sensor, table, packed)
     stats.builds += 1
     stats.reasons.append(reason)
     return read_segment_cache(cache_path, stamps)

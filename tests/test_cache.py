@@ -73,8 +73,8 @@ def test_round_trip_is_exact_and_compact(tmp_path, source):
         np.testing.assert_array_equal(got, events)
     np.testing.assert_array_equal(cached.segments["start_us"], segments.starts_us)
     np.testing.assert_array_equal(cached.segments["label"], segments.labels)
-    # 11 bytes per event plus a header well under 1 KB.
-    assert path.stat().st_size < 11 * 1700 + 1024
+    # 7 bytes per event plus a header well under 1 KB.
+    assert path.stat().st_size < 7 * 1700 + 1024
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -86,6 +86,18 @@ def test_wide_sensor_keeps_coordinates_above_255(tmp_path, source):
     np.testing.assert_array_equal(
         read_segment_cache(path, [SourceStamp.of(source)]).events(0), events
     )
+
+
+def test_segment_longer_than_32_bits_of_microseconds_keeps_exact_times(tmp_path, source):
+    long = make_events([5, 2**32 + 7, 2**40], [1, 2, 3], [4, 5, 6], [0, 1, 0])
+    short = make_events([2**40 + 1, 2**40 + 9], [0, 0], [0, 0], [1, 1])
+    path = tmp_path / "long.segments"
+    write_segment_cache(
+        path, [SourceStamp.of(source)], SENSOR, [0, 0], [1, 1], [0, 1], [long, short]
+    )
+    cached = read_segment_cache(path, [SourceStamp.of(source)])
+    np.testing.assert_array_equal(cached.events(0), long)
+    np.testing.assert_array_equal(cached.events(1), short)
 
 
 def test_stale_source_and_other_version_are_refused(tmp_path, source):

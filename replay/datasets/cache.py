@@ -10,10 +10,13 @@ File layout (``*.segments``): three ``.npy`` records one after another.
 1. ``meta``: JSON (UTF-8 bytes as ``uint8``): format name, ``version``
    (``CACHE_FORMAT_VERSION``), the stamps of the source files, sensor size.
 2. ``segments``: one row per segment: ``start_us``, ``end_us``, ``label``,
-   ``first_event``, ``event_count``, ``crc32`` of the segment's event bytes.
+   ``first_event``, ``event_count``, ``t_base_us`` (the segment's first
+   timestamp), ``crc32`` of the segment's event bytes.
 3. ``events``: the events of all segments, one after another, packed to
-   ``t`` int64, ``x``, ``y`` uint8 (uint16 for sensors wider than 256),
-   ``p`` uint8: 11 bytes per event instead of 16.
+   ``t`` uint32 µs after the segment's ``t_base_us`` (int64 absolute in the
+   rare file where a segment spans 2^32 µs = 71 minutes or more), ``x``, ``y``
+   uint8 (uint16 for sensors larger than 256), ``p`` uint8: 7 bytes per event,
+   less than AEDAT 3.1's 8 and EVENT_DTYPE's 16.
 
 Staleness is keyed on each source file's size and ``mtime_ns``, not a content
 hash: every rewrite of a file changes its mtime, and hashing part of a file
@@ -56,6 +59,7 @@ SEGMENT_DTYPE = np.dtype(
         ("label", "<i8"),
         ("first_event", "<i8"),
         ("event_count", "<i8"),
+        ("t_base_us", "<i8"),
         ("crc32", "<u8"),
     ]
 )
@@ -75,9 +79,11 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "stcsnn"
 
 
-def packed_event_dtype(sensor: SensorSize) -> np.dtype:
+def packed_event_dtype(sensor: SensorSize, time: str = "<u4") -> np.dtype:
+    """``time``: ``"<u4"`` (µs after the segment's ``t_base_us``) or ``"<i8"``
+    (µs, with ``t_base_us`` 0) for segments too long for 32 bits."""
     coordinate = "u1" if max(sensor.width, sensor.height) <= 256 else "<u2"
-    return np.dtype([("t", "<i8"), ("x", coordinate), ("y", coordinate), ("p", "u1")])
+    return np.dtype([("t", time), ("x", coordinate), ("y", coordinate), ("p", "u1")])
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class SegmentedRecording:
             raise CorruptCache(f"corrupt: {self.path}: segment {i}: CRC mismatch")
         events = np.empty(count, dtype=EVENT_DTYPE)
         events["timestamp"] = packed["t"]
+        events["timestamp"] += int(row["t_base_us"])
         events["x"] = packed["x"]
         events["y"] = packed["y"]
         events["polarity"] = packed["p"]
@@ -202,7 +209,8 @@ def read_segment_cache(path: Path, stamps: Sequence[SourceStamp]) -> SegmentedRe
 
         f.seek(offset + segments.nbytes)
         shape, dtype, offset = _read_npy_header(f)
-        if dtype != packed_event_dtype(sensor) or offset + shape[0] * dtype.itemsize != size:
+        allowed = (packed_event_dtype(sensor, "<u4"), packed_event_dtype(sensor, "<i8"))
+        if dtype not in allowed or offset + shape[0] * dtype.itemsize != size:
             raise CorruptCache(f"corrupt: {path}: event record does not fill the file")
     ends = segments["first_event"] + segments["event_count"]
     if len(segments) and (
@@ -246,11 +254,18 @@ def pack_segments(
     table["label"] = labels
     table["first_event"] = np.cumsum(counts) - counts
     table["event_count"] = counts
-    packed = np.empty(int(counts.sum()), dtype=packed_event_dtype(sensor))
+    # Times relative to each segment's earliest event fit 32 bits unless a
+    # segment spans 71 minutes or more; then keep absolute int64 times.
+    lows = [int(e["timestamp"].min()) if len(e) else 0 for e in segment_events]
+    highs = [int(e["timestamp"].max()) if len(e) else 0 for e in segment_events]
+    short = all(high - low < 1 << 32 for low, high in zip(lows, highs, strict=True))
+    table["t_base_us"] = lows if short else 0
+    time_dtype = "<u4" if short else "<i8"
+    packed = np.empty(int(counts.sum()), dtype=packed_event_dtype(sensor, time_dtype))
     for i, events in enumerate(segment_events):
         first = int(table["first_event"][i])
         part = packed[first : first + len(events)]
-        part["t"] = events["timestamp"]
+        part["t"] = events["timestamp"] - table["t_base_us"][i]
         part["x"] = events["x"]
         part["y"] = events["y"]
         part["p"] = events["polarity"]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.neurons import MTLIF, MTLIFState, mtlif_step
+from models.neurons import MTLIF, MTLIFState, at_least_float32, mtlif_step
 
 
 class SCBState(NamedTuple):
@@ -54,6 +54,9 @@ class SynapticConvBlock(nn.Module):
     ):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        # channels_last: conv measured 7x faster on these CPUs (64->128 ch, 32x32), and
+        # what cuDNN prefers; .to(dtype/device) keeps the layout.
+        self.conv.to(memory_format=torch.channels_last)
         self.bn = nn.BatchNorm2d(out_channels)
         self.synaptic_filter = synaptic_filter
         if synaptic_filter:
@@ -96,8 +99,9 @@ class SynapticConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Clip ``[T, B, C_in, H, W]`` -> ``[T, B, C_out, H/2, W/2]`` (floor), state from zero."""
         steps, batch = x.shape[:2]
-        z = self.bn(self.conv(x.flatten(0, 1)))  # [T*B, C_out, H, W], one BN statistic
-        z = z.unflatten(0, (steps, batch))
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        z = self.bn(self.conv(x))  # [T*B, C_out, H, W], one BN statistic over all steps
+        z = z.unflatten(0, (steps, batch)).to(at_least_float32(z.dtype))
         lam = self.synaptic_decay
         neuron = self.neuron
         beta = neuron._beta_for(z[0], channel_dim=1)
@@ -124,7 +128,8 @@ class SynapticConvBlock(nn.Module):
         In training mode BN would normalise with the statistics of this one
         step, which is not what the multi-step path learned with.
         """
-        z = self.bn(self.conv(x))
+        z = self.bn(self.conv(x.contiguous(memory_format=torch.channels_last)))
+        z = z.to(at_least_float32(z.dtype))
         lam = self.synaptic_decay
         c = z if lam is None else lam * state.synaptic + (1.0 - lam) * z
         s, neuron_state = self.neuron.step(c, state.neuron)

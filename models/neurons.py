@@ -79,6 +79,15 @@ def mtlif_step(
     return spikes, MTLIFState(u - threshold * spikes.detach())
 
 
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """The dtype membrane and filter states use: float32 even under bf16/fp16 autocast.
+
+    A bf16 membrane resolves only ~0.03 at u ~ 4, which moves spikes across
+    thresholds; the spikes themselves (integers 0..K) are exact in bf16.
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
 def beta_from_tau(tau_m: float) -> float:
     """Membrane decay per step for time constant ``tau_m`` in steps: beta = 1 - 1/tau_m."""
     if not tau_m > 1.0:
@@ -146,7 +155,7 @@ class MTLIF(nn.Module):
     def step(self, x: Tensor, state: MTLIFState) -> tuple[Tensor, MTLIFState]:
         """One step: ``x [B, C, ...]`` -> graded spikes of the same shape, new state."""
         return mtlif_step(
-            x,
+            x.to(at_least_float32(x.dtype)),
             state,
             beta=self._beta_for(x, channel_dim=1),
             threshold=self.threshold,
@@ -156,6 +165,7 @@ class MTLIF(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """A clip ``x [T, B, C, ...]`` -> spikes ``[T, B, C, ...]``, state from zero."""
+        x = x.to(at_least_float32(x.dtype))
         beta = self._beta_for(x[0], channel_dim=1)
         state = MTLIFState(torch.zeros_like(x[0]))
         out = []

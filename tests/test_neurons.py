@@ -132,3 +132,13 @@ def test_hidden_layer_shape_runs_both_ways():
     for t in range(3):
         s, state = lif.step(x[t], state)
         torch.testing.assert_close(s, multi[t])
+
+
+def test_membrane_stays_float32_for_bf16_input():
+    x = torch.tensor([[0.5, 1.5, 2.25, 4.0]], dtype=torch.bfloat16).expand(3, 1, 4)
+    lif = MTLIF()
+    out = lif(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, lif(x.float()))
+    _, state = lif.step(x[0], lif.initial_state(x[0].float()))
+    assert state.u.dtype == torch.float32

@@ -258,7 +258,7 @@ def test_header_problems_name_the_byte(tmp_path):
 
     compressed = tmp_path / "compressed.aedat"
     compressed.write_bytes(first_line + b"#Format: SerializedTS\r\n#!END-HEADER\r\n")
-    with pytest.raises(FormatError, match="SerializedTS' is not supported"):
+    with pytest.raises(FormatError, match="format 'SerializedTS' is not supported"):
         read_aedat3(compressed)
 
     endless = tmp_path / "endless.aedat"
@@ -398,3 +398,19 @@ def test_writer_checks_events(tmp_path):
     events["timestamp"][0] = -1
     with pytest.raises(EventValidationError, match="timestamps must lie in"):
         write(tmp_path / "w.aedat", events, check=False)
+
+
+def test_iteration_memory_is_bounded_by_block_and_chunk_not_file(tmp_path):
+    events = gesture_like_events(400_000, seed=11)  # a 3.2 MB file
+    path = write(tmp_path / "long.aedat", events, packet_events=5000)
+    count = 0
+    tracemalloc.start()
+    try:
+        for chunk in iter_aedat3(path, chunk_events=10_000, block_bytes=64 << 10):
+            count += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == len(events)
+    # One 64 KiB block, its decoded events and a 160 kB chunk, far below the file.
+    assert peak < 1 << 20 < path.stat().st_size

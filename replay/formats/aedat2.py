@@ -56,6 +56,7 @@ from streamer.events import (
 MAGIC = b"#!AER-DAT"
 VERSION = "2.0"
 MAX_HEADER_BYTES = 1 << 20
+HEADER_PROBE_BYTES = 64 << 10  # read first; the rest only for unusually long headers
 RECORD_BYTES = 8
 RECORD_DTYPE = np.dtype([("address", ">u4"), ("timestamp", ">u4")])
 DVS128_SENSOR = SensorSize(128, 128)
@@ -92,8 +93,10 @@ def read_aedat2_header(path: str | os.PathLike) -> Aedat2Header:
     """Parse the text header; FormatError (naming the byte) unless it is AEDAT 2.0."""
     source = str(path)
     with open(path, "rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
         file_size = os.fstat(f.fileno()).st_size
+        head = f.read(HEADER_PROBE_BYTES)
+        if len(head) < file_size and not _header_ends_within(head):
+            head += f.read(MAX_HEADER_BYTES - len(head))
     if not head:
         raise FormatError(
             source, "byte 0", "empty file; expected an AEDAT 2.0 header '#!AER-DAT2.0'"
@@ -126,8 +129,19 @@ def read_aedat2_header(path: str | os.PathLike) -> Aedat2Header:
             "3.1": "it is AEDAT 3.1: read it with replay.formats.aedat3",
             "4.0": "it is AEDAT 4.0: read it with replay.formats.aedat4",
         }.get(version, "only AEDAT 2.0 is supported by this reader")
-        raise FormatError(source, "byte 0", f"AEDAT version {version!r}: {hint}")
+        raise FormatError(source, "byte 0", f"AEDAT version {version[:20]!r}: {hint}")
     return Aedat2Header(data_offset=position, header_lines=lines, version=version)
+
+
+def _header_ends_within(head: bytes) -> bool:
+    """Whether ``head`` holds the whole header: a line start that is not '#'."""
+    position = 0
+    while head[position : position + 1] == b"#":
+        line_end = head.find(b"\n", position)
+        if line_end < 0:
+            return False
+        position = line_end + 1
+    return position < len(head)
 
 
 def iter_aedat2(

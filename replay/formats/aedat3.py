@@ -58,6 +58,7 @@ END_HEADER = b"#!END-HEADER"
 # Real headers are a few hundred bytes; a file without the end marker in the
 # first MiB is not an AEDAT 3.1 file and must not make us read further.
 MAX_HEADER_BYTES = 1 << 20
+HEADER_PROBE_BYTES = 64 << 10  # read first; the rest only for unusually long headers
 
 PACKET_HEADER = struct.Struct("<hhiiiiii")
 PACKET_HEADER_BYTES = PACKET_HEADER.size  # 28
@@ -196,8 +197,10 @@ def read_aedat3_header(path: str | os.PathLike) -> Aedat3Header:
     """Parse the text header; FormatError (naming the byte) unless it is AEDAT 3.1 RAW."""
     source = str(path)
     with open(path, "rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
         file_size = os.fstat(f.fileno()).st_size
+        head = f.read(HEADER_PROBE_BYTES)
+        if END_HEADER not in head and len(head) < file_size:
+            head += f.read(MAX_HEADER_BYTES - len(head))
     return _parse_header(source, head, file_size)
 
 
@@ -218,7 +221,7 @@ def _parse_header(source: str, head: bytes, file_size: int) -> Aedat3Header:
             "4.0": "it is AEDAT 4.0: read it with replay.formats.aedat4",
             "2.0": "it is AEDAT 2.0 (jAER): read it with replay.formats.aedat2",
         }.get(version, "only AEDAT 3.1 is supported by this reader")
-        raise FormatError(source, "byte 0", f"AEDAT version {version!r}: {hint}")
+        raise FormatError(source, "byte 0", f"AEDAT version {version[:20]!r}: {hint}")
 
     lines: list[str] = []
     sources: dict[int, str] = {}
@@ -253,7 +256,7 @@ def _parse_header(source: str, head: bytes, file_size: int) -> Aedat3Header:
                 raise FormatError(
                     source,
                     f"byte {position}",
-                    f"'#Format: {data_format}' is not supported (only RAW packets)",
+                    f"format {data_format[:40]!r} is not supported (only RAW packets)",
                 )
         elif m := _START_TIME_LINE.match(text):
             start_time = m.group(1)
@@ -412,11 +415,13 @@ def _scan_polarity_pieces(
     block_start = data_offset
     pending: list[_Piece] = []
 
-    def load(offset: int) -> None:
+    def load(offset: int, needed: int) -> None:
         nonlocal block, block_start
         f.seek(offset)
         block = f.read(min(block_bytes, file_size - offset))
         block_start = offset
+        if len(block) < needed:  # the size was checked against fstat: it shrank
+            raise FormatError(source, f"byte {offset}", "file shrank while being read")
 
     offset = data_offset
     while offset < file_size:
@@ -432,7 +437,7 @@ def _scan_polarity_pieces(
             if pending:
                 yield pending
                 pending = []
-            load(offset)
+            load(offset, PACKET_HEADER_BYTES)
         (event_type, _, event_size, ts_offset, ts_overflow, capacity, number, valid) = (
             PACKET_HEADER.unpack_from(block, offset - block_start)
         )
@@ -462,7 +467,7 @@ def _scan_polarity_pieces(
                     if pending:
                         yield pending
                         pending = []
-                    load(position)
+                    load(position, POLARITY_EVENT_BYTES)
                     available = len(block)
                 take = min(end - position, available)
                 take -= take % POLARITY_EVENT_BYTES

@@ -104,7 +104,7 @@ class SynapticConvBlock(nn.Module):
         z = z.unflatten(0, (steps, batch)).to(at_least_float32(z.dtype))
         lam = self.synaptic_decay
         neuron = self.neuron
-        beta = neuron._beta_for(z[0], channel_dim=1)
+        beta = neuron.beta_for(z[0], channel_dim=1)
         c = torch.zeros_like(z[0])
         state = MTLIFState(c)
         spikes = []

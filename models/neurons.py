@@ -133,7 +133,7 @@ class MTLIF(nn.Module):
 
     @property
     def beta(self) -> Tensor:
-        """Decay per step, shaped to broadcast over ``[B, C, *spatial]`` (or ``[T, B, C, ...]``)."""
+        """Decay per step: a scalar, or ``[C]`` per channel (see ``beta_for`` for broadcasting)."""
         return torch.sigmoid(self.tau_weight)
 
     @property
@@ -141,7 +141,8 @@ class MTLIF(nn.Module):
         """Membrane time constant in steps, 1 / (1 - beta)."""
         return 1.0 / (1.0 - torch.sigmoid(self.tau_weight.detach()))
 
-    def _beta_for(self, x: Tensor, channel_dim: int) -> Tensor:
+    def beta_for(self, x: Tensor, channel_dim: int) -> Tensor:
+        """beta shaped to broadcast over one step ``x`` whose channels are at ``channel_dim``."""
         beta = self.beta
         if self.channels:
             trailing = x.dim() - channel_dim - 1
@@ -157,7 +158,7 @@ class MTLIF(nn.Module):
         return mtlif_step(
             x.to(at_least_float32(x.dtype)),
             state,
-            beta=self._beta_for(x, channel_dim=1),
+            beta=self.beta_for(x, channel_dim=1),
             threshold=self.threshold,
             levels=self.levels,
             surrogate_alpha=self.surrogate_alpha,
@@ -166,7 +167,7 @@ class MTLIF(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """A clip ``x [T, B, C, ...]`` -> spikes ``[T, B, C, ...]``, state from zero."""
         x = x.to(at_least_float32(x.dtype))
-        beta = self._beta_for(x[0], channel_dim=1)
+        beta = self.beta_for(x[0], channel_dim=1)
         state = MTLIFState(torch.zeros_like(x[0]))
         out = []
         for x_t in x:

@@ -1,0 +1,71 @@
+"""Map event time to the wall clock: real time, a speed factor, or as fast as possible.
+
+Deadlines are computed from one anchor (the wall time at which the first
+event was due), never by accumulating sleeps, so a long replay does not drift:
+a late chunk is sent at once and the next one is again on schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+
+def parse_speed(text: str | float) -> float:
+    """``"max"``/``"inf"`` -> inf (no pacing), ``"2"`` -> 2.0 (twice real time)."""
+    if isinstance(text, str) and text.strip().lower() in ("max", "inf", "unlimited"):
+        return math.inf
+    try:
+        speed = float(text)
+    except ValueError:
+        raise ValueError(f"speed must be a positive number or 'max', got {text!r}") from None
+    if not speed > 0:
+        raise ValueError(f"speed must be a positive number or 'max', got {text!r}")
+    return speed
+
+
+class Pacer:
+    """Waits until an event timestamp is due on the wall clock.
+
+    ``speed`` 1.0 is real time, 2.0 twice as fast, ``inf`` never waits. The
+    first call anchors event time ``t`` to now; a chunk is released when its
+    last event is due, i.e. when it would have been complete on a live
+    sensor."""
+
+    def __init__(self, speed: float = 1.0, clock=time.monotonic):
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.speed = float(speed)
+        self.clock = clock
+        self._anchor_wall_s: float | None = None
+        self._anchor_event_us = 0
+        self.max_lateness_s = 0.0  # how far behind schedule a release came (CPU too slow)
+
+    @property
+    def paced(self) -> bool:
+        return math.isfinite(self.speed)
+
+    def anchor(self, event_us: int) -> None:
+        """Make ``event_us`` due now (the start of the stream)."""
+        self._anchor_wall_s = self.clock()
+        self._anchor_event_us = int(event_us)
+
+    def due_s(self, event_us: int) -> float:
+        """Wall-clock time (on ``clock``) at which ``event_us`` is due."""
+        return self._anchor_wall_s + (int(event_us) - self._anchor_event_us) / 1e6 / self.speed
+
+    def wait(self, first_us: int, last_us: int, stop_event: threading.Event | None = None) -> bool:
+        """Block until ``last_us`` is due. Returns False if ``stop_event`` was set meanwhile."""
+        if not self.paced:
+            return not (stop_event is not None and stop_event.is_set())
+        if self._anchor_wall_s is None:
+            self.anchor(first_us)
+        remaining_s = self.due_s(last_us) - self.clock()
+        if remaining_s <= 0:
+            self.max_lateness_s = max(self.max_lateness_s, -remaining_s)
+            return not (stop_event is not None and stop_event.is_set())
+        if stop_event is None:
+            time.sleep(remaining_s)
+            return True
+        return not stop_event.wait(remaining_s)

@@ -1,0 +1,389 @@
+"""Where events come from: a live camera, a DV network stream, or a synthetic generator.
+
+Every source speaks one small protocol (``Source``) so that the producer is a
+single loop: ``source.items(stop_event)`` yields ``SourceItem`` values, which
+are
+
+* an ``EVENT_DTYPE`` array: one chunk of events, timestamps non-decreasing;
+* ``Labels``: ground-truth segments (replays only), published before the
+  events they describe;
+* ``SourceEnd``: why a finite source stopped (the producer puts the reason in
+  the ``end`` message; a source may also simply stop iterating).
+
+``live`` sources (camera, network) deliver events in real time already, so the
+producer sends them as they come; the others (synthetic, file replay in
+``replay/player.py``) carry a simulated clock that ``streamer/pacing.py`` maps
+to the wall clock.
+
+dv-processing is imported only by the sources that need it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from streamer.events import EVENT_DTYPE, SensorSize
+
+DEFAULT_CHUNK_US = 1000
+DEFAULT_SYNTHETIC_SENSOR = SensorSize(128, 128)
+DEFAULT_MAX_CHUNK_EVENTS = 1 << 16  # 1 MiB per message: keeps messages small at any rate
+POLL_INTERVAL_S = 0.001  # live sources: wait between empty reads of a non-blocking input
+
+
+class SourceError(RuntimeError):
+    """A source cannot start: no camera, unknown serial, unreachable host..."""
+
+
+@dataclass(frozen=True)
+class LabelSegment:
+    """Ground truth: class ``label`` (0-based) over ``[start_us, end_us)`` of stream time."""
+
+    label: int
+    start_us: int
+    end_us: int
+
+    def to_wire(self) -> dict:
+        return {
+            "label": int(self.label),
+            "start_us": int(self.start_us),
+            "end_us": int(self.end_us),
+        }
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Segments published as one ``labels`` message; ``sample`` names where they came from."""
+
+    segments: tuple[LabelSegment, ...]
+    sample: str = ""
+
+
+@dataclass(frozen=True)
+class SourceEnd:
+    """A finite source is done; ``reason`` goes into the ``end`` message."""
+
+    reason: str
+
+
+SourceItem = np.ndarray | Labels | SourceEnd
+
+
+class Source(Protocol):
+    """What the producer needs from a source."""
+
+    sensor: SensorSize  # native sensor size; the worker adapts it (streamer/adapt.py)
+    description: str  # camera name and serial, file name, "synthetic 1 M ev/s"...
+    live: bool  # True: events arrive in real time; False: the producer paces them
+
+    def items(self, stop_event: threading.Event) -> Iterator[SourceItem]:
+        """Yield chunks, labels and finally (for finite sources) ``SourceEnd``.
+
+        Returns soon after ``stop_event`` is set, even while waiting for data."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- chunking --------------------------------------------------------------------------
+
+
+def split_by_count(events: np.ndarray, max_chunk_events: int) -> list[np.ndarray]:
+    """Views of at most ``max_chunk_events`` events each (no copy)."""
+    if len(events) <= max_chunk_events:
+        return [events] if len(events) else []
+    return [events[i : i + max_chunk_events] for i in range(0, len(events), max_chunk_events)]
+
+
+class TimeChunker:
+    """Cuts a stream of event arrays into chunks of ``chunk_us`` of event time.
+
+    Chunks follow a fixed grid ``origin_us + k * chunk_us`` so that message
+    boundaries do not depend on how a reader happened to batch its output. The
+    last, possibly incomplete window is held back until a later event (or
+    ``flush``) closes it; it never holds more than ``max_chunk_events``.
+    Empty windows produce no chunk."""
+
+    def __init__(
+        self,
+        chunk_us: int = DEFAULT_CHUNK_US,
+        origin_us: int = 0,
+        max_chunk_events: int = DEFAULT_MAX_CHUNK_EVENTS,
+    ):
+        if chunk_us <= 0:
+            raise ValueError(f"chunk_us must be positive, got {chunk_us}")
+        if max_chunk_events <= 0:
+            raise ValueError(f"max_chunk_events must be positive, got {max_chunk_events}")
+        self.chunk_us = int(chunk_us)
+        self.origin_us = int(origin_us)
+        self.max_chunk_events = int(max_chunk_events)
+        self._pending = np.empty(0, dtype=EVENT_DTYPE)
+
+    def push(self, events: np.ndarray) -> list[np.ndarray]:
+        """Add events; return the chunks of every window that is now complete."""
+        if len(events) == 0:
+            return []
+        pending = events
+        if len(self._pending):  # dtype= keeps the padded layout (concatenate drops it)
+            pending = np.concatenate([self._pending, events], dtype=EVENT_DTYPE)
+        window = (pending["timestamp"] - self.origin_us) // self.chunk_us
+        last_window_start = int(np.searchsorted(window, window[-1], side="left"))
+        complete, tail = pending[:last_window_start], pending[last_window_start:]
+        chunks = self._split(complete, window[:last_window_start])
+        if len(tail) > self.max_chunk_events:  # a dense window: send full pieces now
+            cut = len(tail) - len(tail) % self.max_chunk_events
+            chunks += split_by_count(tail[:cut], self.max_chunk_events)
+            tail = tail[cut:]
+        self._pending = tail.copy()  # at most one window: do not pin the caller's array
+        return chunks
+
+    def flush(self) -> list[np.ndarray]:
+        """Chunks of what is held back (end of a sample or of the stream)."""
+        pending, self._pending = self._pending, np.empty(0, dtype=EVENT_DTYPE)
+        return split_by_count(pending, self.max_chunk_events)
+
+    def _split(self, events: np.ndarray, window: np.ndarray) -> list[np.ndarray]:
+        if len(events) == 0:
+            return []
+        boundaries = np.flatnonzero(window[1:] != window[:-1]) + 1
+        chunks: list[np.ndarray] = []
+        for piece in np.split(events, boundaries):
+            chunks += split_by_count(piece, self.max_chunk_events)
+        return chunks
+
+
+# --- live camera -----------------------------------------------------------------------
+
+
+def describe_camera(descriptor) -> str:
+    """One line for a ``dv.io.camera.discover()`` entry: model, serial, USB bus/address."""
+    model = str(descriptor.cameraModel).rsplit(".", 1)[-1]
+    return (
+        f"{model} serial {descriptor.serialNumber} "
+        f"(USB bus {descriptor.busNumber}, address {descriptor.devAddress})"
+    )
+
+
+def discover_cameras() -> list:
+    """The iniVation cameras dv-processing can open right now (descriptors)."""
+    import dv_processing as dv
+
+    return list(dv.io.camera.discover())
+
+
+def _batches_of(reader, stop_event: threading.Event, max_chunk_events: int, ended: str):
+    """Poll a non-blocking dv-processing input until it stops running or we are stopped."""
+    while not stop_event.is_set():
+        batch = reader.getNextEventBatch()
+        if batch is None:
+            if not reader.isRunning():
+                yield SourceEnd(ended)
+                return
+            stop_event.wait(POLL_INTERVAL_S)
+            continue
+        yield from split_by_count(batch.numpy(), max_chunk_events)
+
+
+class CameraSource:
+    """A live iniVation camera through ``dv.io.camera`` (chosen by serial, else the first).
+
+    ``dv.io.camera.open()`` without a camera raises a bare IndexError and an
+    unknown serial a RuntimeError with a C++ stack trace, so we check
+    ``discover()`` first and say what is attached."""
+
+    live = True
+
+    def __init__(
+        self,
+        serial: str | None = None,
+        *,
+        packet_interval_us: int | None = DEFAULT_CHUNK_US,
+        max_chunk_events: int = DEFAULT_MAX_CHUNK_EVENTS,
+    ):
+        import datetime
+
+        import dv_processing as dv
+
+        found = discover_cameras()
+        if not found:
+            raise SourceError(
+                "no iniVation camera attached: dv.io.camera.discover() found none "
+                "(check the USB cable, and on Linux the udev rules that give access to it)"
+            )
+        if serial is None:
+            descriptor = found[0]
+        else:
+            matches = [d for d in found if d.serialNumber == serial]
+            if not matches:
+                attached = "; ".join(describe_camera(d) for d in found)
+                raise SourceError(f"no camera with serial {serial!r}; attached: {attached}")
+            descriptor = matches[0]
+        self._camera = dv.io.camera.open(descriptor)
+        resolution = self._camera.getEventResolution()
+        if resolution is None:
+            raise SourceError(f"{describe_camera(descriptor)} has no event stream")
+        self.sensor = SensorSize(int(resolution[0]), int(resolution[1]))
+        self.serial = descriptor.serialNumber
+        self.description = f"camera {self._camera.getCameraName()} ({self.sensor})"
+        if packet_interval_us:
+            self._camera.setTimeInterval(datetime.timedelta(microseconds=packet_interval_us))
+        self.max_chunk_events = max_chunk_events
+
+    def items(self, stop_event: threading.Event) -> Iterator[SourceItem]:
+        yield from _batches_of(
+            self._camera, stop_event, self.max_chunk_events, f"camera {self.serial} disconnected"
+        )
+
+    def close(self) -> None:
+        self._camera = None
+
+
+# --- DV network stream -----------------------------------------------------------------
+
+
+class DvNetworkSource:
+    """Events served over TCP by the DV software (or any ``dv.io.NetworkWriter``).
+
+    The stream's sensor and camera name come from its stream definition; the
+    stream ends when the server closes the connection."""
+
+    live = True
+
+    def __init__(self, host: str, port: int, *, max_chunk_events: int = DEFAULT_MAX_CHUNK_EVENTS):
+        import dv_processing as dv
+
+        self.address = f"{host}:{port}"
+        try:
+            self._reader = dv.io.NetworkReader(host, int(port))
+        except RuntimeError as error:
+            detail = str(error).splitlines()[0]
+            raise SourceError(
+                f"cannot connect to the DV network stream at {self.address}: {detail} "
+                "(is the DV software's network output running there?)"
+            ) from None
+        if not self._reader.isEventStreamAvailable():
+            raise SourceError(f"the DV network stream at {self.address} carries no events")
+        resolution = self._reader.getEventResolution()
+        self.sensor = SensorSize(int(resolution[0]), int(resolution[1]))
+        self.description = (
+            f"DV stream {self._reader.getCameraName()} at {self.address} ({self.sensor})"
+        )
+        self.max_chunk_events = max_chunk_events
+
+    def items(self, stop_event: threading.Event) -> Iterator[SourceItem]:
+        yield from _batches_of(
+            self._reader,
+            stop_event,
+            self.max_chunk_events,
+            f"DV stream at {self.address} closed",
+        )
+
+    def close(self) -> None:
+        """Disconnect (drops the reader; the server sees the client leave)."""
+        self._reader = None
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``"host:port"`` (IPv6 as ``[::1]:7777``) -> (host, port), with a clear error."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:7777), got {text!r}")
+    return host, int(port)
+
+
+# --- synthetic -------------------------------------------------------------------------
+
+
+def format_rate(events_per_s: float) -> str:
+    if events_per_s >= 1e6:
+        return f"{events_per_s / 1e6:g} M ev/s"
+    if events_per_s >= 1e3:
+        return f"{events_per_s / 1e3:g} k ev/s"
+    return f"{events_per_s:g} ev/s"
+
+
+class SyntheticSource:
+    """Events at a configurable rate for load tests: a blob circling the sensor plus noise.
+
+    Time is simulated: chunk k covers ``[k * chunk_us, (k + 1) * chunk_us)``
+    and holds Poisson(rate * chunk_us) events, so the rate per second of event
+    time is the configured one and the producer's pacing sets the wall-clock
+    rate. ``polarity`` is 1 on the blob's leading edge and 0 on its trailing
+    edge, as a moving bright object would give."""
+
+    live = False
+
+    def __init__(
+        self,
+        events_per_s: float,
+        *,
+        sensor: SensorSize = DEFAULT_SYNTHETIC_SENSOR,
+        chunk_us: int = DEFAULT_CHUNK_US,
+        duration_us: int | None = None,
+        seed: int = 0,
+        orbit_period_us: int = 1_000_000,
+        noise_fraction: float = 0.1,
+        max_chunk_events: int = DEFAULT_MAX_CHUNK_EVENTS,
+    ):
+        if not events_per_s > 0 or not math.isfinite(events_per_s):
+            raise ValueError(f"events_per_s must be a positive number, got {events_per_s}")
+        if chunk_us <= 0:
+            raise ValueError(f"chunk_us must be positive, got {chunk_us}")
+        self.events_per_s = float(events_per_s)
+        self.sensor = SensorSize(int(sensor[0]), int(sensor[1]))
+        self.chunk_us = int(chunk_us)
+        self.duration_us = duration_us
+        self.seed = seed
+        self.orbit_period_us = orbit_period_us
+        self.noise_fraction = noise_fraction
+        self.max_chunk_events = max_chunk_events
+        self.description = f"synthetic {format_rate(events_per_s)} ({self.sensor})"
+
+    def chunk(self, rng: np.random.Generator, start_us: int, end_us: int) -> np.ndarray:
+        """The events of ``[start_us, end_us)`` of simulated time."""
+        width, height = self.sensor
+        count = int(rng.poisson(self.events_per_s * (end_us - start_us) / 1e6))
+        t = np.sort(rng.integers(start_us, end_us, count, dtype=np.int64))
+        phase = 2 * np.pi * t / self.orbit_period_us
+        radius = 0.3 * min(width, height)
+        centre_x = width / 2 + radius * np.cos(phase)
+        centre_y = height / 2 + radius * np.sin(phase)
+        spread = max(min(width, height) / 12, 1.0)
+        dx = rng.normal(0.0, spread, count)
+        dy = rng.normal(0.0, spread, count)
+        x = centre_x + dx
+        y = centre_y + dy
+        # Direction of motion is (-sin, cos): events ahead of the centre turn on.
+        polarity = (-dx * np.sin(phase) + dy * np.cos(phase)) > 0
+        noise = rng.random(count) < self.noise_fraction
+        x[noise] = rng.integers(0, width, int(noise.sum()))
+        y[noise] = rng.integers(0, height, int(noise.sum()))
+        polarity[noise] = rng.random(int(noise.sum())) < 0.5
+        events = np.empty(count, dtype=EVENT_DTYPE)
+        events["timestamp"] = t
+        events["x"] = np.clip(x, 0, width - 1).astype(np.int16)
+        events["y"] = np.clip(y, 0, height - 1).astype(np.int16)
+        events["polarity"] = polarity
+        return events
+
+    def items(self, stop_event: threading.Event) -> Iterator[SourceItem]:
+        rng = np.random.default_rng(self.seed)
+        start_us = 0
+        while not stop_event.is_set():
+            end_us = start_us + self.chunk_us
+            if self.duration_us is not None:
+                end_us = min(end_us, self.duration_us)
+                if end_us <= start_us:
+                    yield SourceEnd(f"synthetic source done after {self.duration_us} µs")
+                    return
+            yield from split_by_count(self.chunk(rng, start_us, end_us), self.max_chunk_events)
+            start_us = end_us
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,327 @@
+"""The producer on real ZeroMQ sockets over loopback: what a subscriber receives, pacing,
+stop and end, full-queue policies, the DV network source end to end, and the
+`stcsnn produce` command as a subprocess stopped by SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from streamer import wire
+from streamer.events import EVENT_DTYPE, SensorSize
+from streamer.pacing import Pacer, parse_speed
+from streamer.producer import EndpointError, check_endpoint, run_producer
+from streamer.sources import DvNetworkSource, SyntheticSource
+from tests.test_sources import DvServer, _events
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("test_producer")
+
+
+class Running:
+    """run_producer in a thread, with a SUB socket of the test connected to it."""
+
+    def __init__(self, source, *, rcvhwm=100_000, topics=(b"",), **options):
+        self.stop = threading.Event()
+        self.stats = None
+        self.error = None
+        bound = threading.Event()
+        self.endpoint = None
+
+        def on_bound(stats):
+            self.endpoint = stats.endpoint
+            bound.set()
+
+        def target():
+            try:
+                self.stats = run_producer(
+                    source,
+                    "tcp://127.0.0.1:0",
+                    stop_event=self.stop,
+                    on_bound=on_bound,
+                    **{"wait_subscribers": 1, "stream_id": "s1", **options},
+                )
+            except Exception as error:  # reported by join()
+                self.error = error
+                bound.set()
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+        assert bound.wait(5), "producer never bound"
+        assert self.error is None, self.error
+        self.sub = zmq.Context.instance().socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self.sub.connect(self.endpoint)
+        self.wire_stats = wire.WireStats()
+        self.tracker = wire.SequenceTracker(self.wire_stats)
+
+    def receive_until_end(self, timeout_s=10.0, per_message=None) -> list[wire.Message]:
+        messages = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = wire.receive(self.sub, self.wire_stats, log, timeout_ms=100)
+            if message is None:
+                continue
+            if message.events is not None:  # keep it beyond the frame's lifetime
+                message = wire.Message(
+                    message.type, message.stream, message.session, message.seq,
+                    message.header, message.events.copy(),
+                )  # fmt: skip
+            self.tracker.observe(message)
+            messages.append(message)
+            if per_message:
+                per_message(message)
+            if message.type == "end":
+                return messages
+        raise AssertionError(f"no end message within {timeout_s} s ({len(messages)} received)")
+
+    def join(self, timeout_s=10.0):
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "producer did not stop"
+        self.sub.close(0)
+        if self.error:
+            raise self.error
+        return self.stats
+
+
+def _events_of(messages) -> np.ndarray:
+    chunks = [m.events for m in messages if m.type == "events"]
+    return np.concatenate(chunks, dtype=EVENT_DTYPE) if chunks else np.empty(0, EVENT_DTYPE)
+
+
+def test_loopback_is_the_default_and_anything_else_needs_consent():
+    for ok in ("tcp://127.0.0.1:5555", "tcp://localhost:0", "tcp://[::1]:5", "ipc:///tmp/x"):
+        assert check_endpoint(ok) == ok
+    assert check_endpoint("tcp://127.0.0.2:5555")  # all of 127/8 is loopback
+    for wide in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://192.168.1.5:5555", "tcp://eth0:1"):
+        with pytest.raises(EndpointError, match="--bind-any"):
+            check_endpoint(wide)
+        assert check_endpoint(wide, bind_any=True) == wide
+    with pytest.raises(EndpointError, match="transport"):
+        check_endpoint("127.0.0.1:5555")
+    with pytest.raises(EndpointError, match="--bind-any"):
+        run_producer(SyntheticSource(1000), "tcp://0.0.0.0:0")
+
+
+def test_a_subscriber_receives_every_event_in_order_then_end():
+    source = SyntheticSource(50_000, sensor=SensorSize(40, 30), duration_us=100_000, seed=2)
+    expected = np.concatenate(
+        list(SyntheticSource(50_000, sensor=SensorSize(40, 30), duration_us=100_000, seed=2)
+             .items(threading.Event()))[:-1], dtype=EVENT_DTYPE,
+    )  # fmt: skip
+    running = Running(source, speed=math.inf)
+    messages = running.receive_until_end()
+    stats = running.join()
+    assert [m.seq for m in messages] == list(range(len(messages)))
+    assert {m.session for m in messages} == {stats.session}
+    assert {m.stream for m in messages} == {"s1"}
+    assert messages[-1].header["reason"].startswith("synthetic source done")
+    events = _events_of(messages)
+    assert np.array_equal(events, expected)
+    assert all(m.sensor == SensorSize(40, 30) for m in messages if m.type == "events")
+    assert stats.events == len(expected) and stats.messages == len(messages)
+    assert stats.subscribers == 1
+    assert sum(running.wire_stats.malformed.values()) == 0
+
+
+def test_each_run_has_its_own_session():
+    sessions = set()
+    for _ in range(2):
+        running = Running(SyntheticSource(1000, duration_us=10_000), speed=math.inf)
+        running.receive_until_end()
+        sessions.add(running.join().session)
+    assert len(sessions) == 2
+
+
+def _paced_wall_s(speed: float, duration_us: int) -> tuple[float, float]:
+    source = SyntheticSource(20_000, chunk_us=5000, duration_us=duration_us, seed=1)
+    running = Running(source, speed=speed)
+    arrivals = []
+    messages = running.receive_until_end(per_message=lambda m: arrivals.append(time.monotonic()))
+    stats = running.join()
+    event_span_s = (stats.last_event_us - stats.first_event_us) / 1e6
+    assert len(messages) > 2
+    return arrivals[-2] - arrivals[0], event_span_s / speed
+
+
+def test_real_time_pacing_takes_the_event_time_and_max_is_much_faster():
+    wall_s, expected_s = _paced_wall_s(1.0, 400_000)
+    assert expected_s * 0.7 < wall_s < expected_s * 1.3
+    wall_s, expected_s = _paced_wall_s(2.0, 400_000)
+    assert expected_s * 0.7 < wall_s < expected_s * 1.3
+    fast_s, _ = _paced_wall_s(math.inf, 400_000)
+    assert fast_s < 0.1
+
+
+def test_pacer_deadlines_come_from_the_start_so_lateness_does_not_accumulate():
+    pacer = Pacer(1.0)
+    assert pacer.wait(1_000_000, 1_000_000)  # anchors event time 1 s to now
+    start = pacer.due_s(1_000_000)
+    time.sleep(0.05)  # fall 50 ms behind
+    assert pacer.wait(1_010_000, 1_010_000)  # late: returns at once
+    assert pacer.max_lateness_s > 0.03
+    assert pacer.wait(1_080_000, 1_080_000)
+    assert abs(time.monotonic() - (start + 0.08)) < 0.01  # back on the original schedule
+    assert parse_speed("max") == math.inf and parse_speed("0.5") == 0.5
+    for bad in ("0", "-1", "fast"):
+        with pytest.raises(ValueError, match="speed"):
+            parse_speed(bad)
+
+
+def test_stop_event_ends_an_endless_stream_with_end():
+    running = Running(SyntheticSource(100_000, seed=4), speed=1.0)
+    messages = []
+
+    def stop_after_some(message):
+        if len(messages) == 20:
+            running.stop.set()
+        messages.append(message)
+
+    running.receive_until_end(per_message=stop_after_some)
+    stats = running.join()
+    assert messages[-1].type == "end" and messages[-1].header["reason"] == "stopped"
+    assert stats.end_reason == "stopped"
+    assert running.wire_stats.gaps["s1"] == 0
+
+
+class BigChunks:
+    """A finite source of large ready-made chunks, faster than any subscriber."""
+
+    live = False
+    sensor = SensorSize(128, 128)
+    description = "big chunks"
+
+    def __init__(self, count=40, events_per_chunk=50_000):
+        self.chunks = [_events(np.arange(events_per_chunk) + k * events_per_chunk)
+                       for k in range(count)]  # fmt: skip
+
+    def items(self, stop_event):
+        yield from self.chunks
+
+    def close(self):
+        pass
+
+
+def test_block_policy_is_lossless_for_a_slow_subscriber():
+    running = Running(BigChunks(), speed=math.inf, send_hwm=2, rcvhwm=2, on_full="block")
+    messages = running.receive_until_end(per_message=lambda m: time.sleep(0.005))
+    stats = running.join()
+    assert running.wire_stats.gaps["s1"] == 0
+    assert stats.event_messages == 40 == sum(m.type == "events" for m in messages)
+    assert stats.blocked_s > 0.05
+    assert stats.end_reason == "end of source"
+
+
+def test_drop_policy_never_waits_counts_drops_and_the_receiver_sees_the_gap():
+    running = Running(BigChunks(), speed=math.inf, send_hwm=2, rcvhwm=2)
+    time.sleep(0.3)  # subscriber not reading: its queues fill, the producer keeps going
+    messages = running.receive_until_end()
+    stats = running.join()
+    assert stats.wall_s < 0.25
+    assert stats.dropped_messages > 5
+    assert stats.event_messages + stats.dropped_messages == 40
+    assert stats.dropped_events == 50_000 * stats.dropped_messages
+    assert running.wire_stats.missing_messages["s1"] == stats.dropped_messages
+    assert len(messages) == stats.messages == stats.event_messages + 1
+    assert messages[-1].type == "end"  # never dropped
+
+
+def test_dv_network_stream_through_the_producer():
+    server = DvServer(sensor=(320, 240), name="DVXplorer_NET01")
+    try:
+        source = DvNetworkSource("127.0.0.1", server.port)
+        server.wait_for_client()
+        running = Running(source, stream_id="dv")
+        sent = _events(np.arange(5_000_000, 5_000_000 + 20_000, 7))
+        server.write(sent[:1000])  # the reader queues what arrives before the producer reads
+        server.write(sent[1000:])
+
+        def stop_when_all_arrived(message):
+            if running.stats is None and len(_events_of(received)) >= len(sent):
+                running.stop.set()
+
+        received = []
+        messages = running.receive_until_end(
+            per_message=lambda m: (received.append(m), stop_when_all_arrived(m))
+        )
+        stats = running.join()
+        assert np.array_equal(_events_of(messages), sent)
+        assert all(m.sensor == SensorSize(320, 240) for m in messages if m.type == "events")
+        assert messages[-1].type == "end" and stats.end_reason == "stopped"
+        assert "DVXplorer_NET01" in stats.description
+    finally:
+        server.close()  # after the producer closed the source (the reader)
+
+
+def _produce_command() -> list[str]:
+    from stcsnn.cli import COMMANDS
+
+    if "produce" in COMMANDS:
+        return [sys.executable, "-m", "stcsnn", "produce"]
+    return [sys.executable, "-m", "stcsnn.commands.produce"]  # until the lead registers it
+
+
+def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
+    process = subprocess.Popen(
+        _produce_command()
+        + ["--synthetic", "200k", "--endpoint", "tcp://127.0.0.1:0", "--wait-subscribers", "1"]
+        + ["--stream-id", "load", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        endpoint = None
+        deadline = time.monotonic() + 20
+        while endpoint is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            assert line, f"producer exited early: {process.wait()} {process.stderr.read()}"
+            found = re.search(r"tcp://127\.0\.0\.1:\d+", line)
+            endpoint = found.group(0) if found else None
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(endpoint)
+        stats, tracker = wire.WireStats(), None
+        tracker = wire.SequenceTracker(stats)
+        types = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            message = wire.receive(sub, stats, log, timeout_ms=100)
+            if message is None:
+                continue
+            tracker.observe(message)
+            types.append(message.type)
+            if len(types) == 30:
+                process.send_signal(signal.SIGINT)
+            if message.type == "end":
+                assert message.header["reason"] == "stopped"
+                break
+        sub.close(0)
+        out, err = process.communicate(timeout=10)
+        assert process.returncode == 0, err
+        assert types[-1] == "end" and types.count("events") >= 30
+        assert stats.gaps["load"] == 0
+        summary = __import__("json").loads(out.strip().splitlines()[-1])
+        assert summary["end_reason"] == "stopped" and summary["stream_id"] == "load"
+        assert summary["messages"] == len(types)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()

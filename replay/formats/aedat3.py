@@ -173,12 +173,21 @@ class ExtraPacket:
     event_source: int = 1
 
 
-class _Piece(NamedTuple):
-    """Polarity words of one packet (or part of one) inside the current block."""
+class _BlockPieces(NamedTuple):
+    """Where the polarity events of the current block lie: for each packet (or
+    the part of one inside the block) its first word, event count and overflow."""
 
-    words: np.ndarray  # uint32, interleaved data / timestamp
-    byte_offset: int  # of the first event in the file
-    ts_overflow: int
+    block: bytes
+    block_start: int  # file offset of block[0]; events lie at 4-byte multiples from it
+    word_starts: list[int]  # index of the first uint32 word of each piece in the block
+    counts: list[int]  # events per piece
+    overflows: list[int]  # eventTSOverflow per piece
+
+    def byte_of(self, raw_index: int) -> int:
+        """File offset of the ``raw_index``-th event of the block (invalid ones included)."""
+        k = int(np.searchsorted(np.cumsum(self.counts), raw_index, side="right"))
+        first = sum(self.counts[:k])
+        return self.block_start + 4 * self.word_starts[k] + (raw_index - first) * 8
 
 
 # ---------------------------------------------------------------- header
@@ -403,45 +412,69 @@ def _concatenate_events(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 def _scan_polarity_pieces(
     f, source: str, data_offset: int, block_bytes: int, on_unknown_packet: str, stats: Aedat3Stats
-) -> Iterator[list[_Piece]]:
-    """Walk the packets; yield the polarity pieces of each block read.
+) -> Iterator[_BlockPieces]:
+    """Walk the packets; yield where the polarity events of each block read lie.
 
-    Pieces are views into the current block, so each list is yielded (and
-    decoded) before the next block replaces it: memory stays at one block.
+    A block is yielded (and decoded) before the next one replaces it, so memory
+    stays at one block. The loop runs once per packet, not per event; polarity
+    packets with sane headers take the short path.
     """
     file_size = os.fstat(f.fileno()).st_size
     block_bytes -= block_bytes % POLARITY_EVENT_BYTES
     block = b""
     block_start = data_offset
-    pending: list[_Piece] = []
+    block_end = data_offset
+    starts: list[int] = []
+    counts: list[int] = []
+    overflows: list[int] = []
+    unpack_from = PACKET_HEADER.unpack_from
 
     def load(offset: int, needed: int) -> None:
-        nonlocal block, block_start
+        nonlocal block, block_start, block_end
         f.seek(offset)
         block = f.read(min(block_bytes, file_size - offset))
         block_start = offset
+        block_end = offset + len(block)
         if len(block) < needed:  # the size was checked against fstat: it shrank
             raise FormatError(source, f"byte {offset}", "file shrank while being read")
 
     offset = data_offset
     while offset < file_size:
-        remaining = file_size - offset
-        if remaining < PACKET_HEADER_BYTES:
-            raise FormatError(
-                source,
-                f"byte {offset}",
-                f"truncated packet header: {remaining} bytes left, a header needs "
-                f"{PACKET_HEADER_BYTES}",
-            )
-        if offset + PACKET_HEADER_BYTES > block_start + len(block):
-            if pending:
-                yield pending
-                pending = []
+        if offset + PACKET_HEADER_BYTES > block_end:
+            remaining = file_size - offset
+            if remaining < PACKET_HEADER_BYTES:
+                raise FormatError(
+                    source,
+                    f"byte {offset}",
+                    f"truncated packet header: {remaining} bytes left, a header needs "
+                    f"{PACKET_HEADER_BYTES}",
+                )
+            if starts:
+                yield _BlockPieces(block, block_start, starts, counts, overflows)
+                starts, counts, overflows = [], [], []
             load(offset, PACKET_HEADER_BYTES)
-        (event_type, _, event_size, ts_offset, ts_overflow, capacity, number, valid) = (
-            PACKET_HEADER.unpack_from(block, offset - block_start)
-        )
+        header = unpack_from(block, offset - block_start)
+        (event_type, _, event_size, ts_offset, ts_overflow, capacity, number, valid) = header
         body_start = offset + PACKET_HEADER_BYTES
+        end = body_start + number * POLARITY_EVENT_BYTES
+        stats.packets += 1
+        if (
+            event_type == POLARITY_EVENT
+            and event_size == POLARITY_EVENT_BYTES
+            and ts_offset == TIMESTAMP_OFFSET_BYTES
+            and 0 <= valid <= number == capacity
+            and ts_overflow >= 0
+            and end <= block_end
+        ):
+            # The usual packet: whole inside the block, nothing to doubt.
+            if number:
+                starts.append((body_start - block_start) >> 2)
+                counts.append(number)
+                overflows.append(ts_overflow)
+            stats.polarity_packets += 1
+            stats.declared_valid_events += valid
+            offset = end
+            continue
         body_bytes = _check_packet_header(
             source,
             offset,
@@ -455,27 +488,21 @@ def _scan_polarity_pieces(
             valid,
             on_unknown_packet,
         )
-        stats.packets += 1
         if event_type == POLARITY_EVENT:
             stats.polarity_packets += 1
             stats.declared_valid_events += valid
             position = body_start
-            end = body_start + number * POLARITY_EVENT_BYTES
             while position < end:
-                available = block_start + len(block) - position
-                if available < POLARITY_EVENT_BYTES:
-                    if pending:
-                        yield pending
-                        pending = []
+                if block_end - position < POLARITY_EVENT_BYTES:
+                    if starts:
+                        yield _BlockPieces(block, block_start, starts, counts, overflows)
+                        starts, counts, overflows = [], [], []
                     load(position, POLARITY_EVENT_BYTES)
-                    available = len(block)
-                take = min(end - position, available)
-                take -= take % POLARITY_EVENT_BYTES
-                words = np.frombuffer(
-                    block, dtype="<u4", count=take // 4, offset=position - block_start
-                )
-                pending.append(_Piece(words, position, ts_overflow))
-                position += take
+                take = min(end - position, block_end - position) // POLARITY_EVENT_BYTES
+                starts.append((position - block_start) >> 2)
+                counts.append(take)
+                overflows.append(ts_overflow)
+                position += take * POLARITY_EVENT_BYTES
         else:
             name = PACKET_TYPE_NAMES.get(event_type)
             if name is None:
@@ -485,8 +512,8 @@ def _scan_polarity_pieces(
             else:
                 stats.skipped_packets_by_type[name] = stats.skipped_packets_by_type.get(name, 0) + 1
         offset = body_start + body_bytes
-    if pending:
-        yield pending
+    if starts:
+        yield _BlockPieces(block, block_start, starts, counts, overflows)
 
 
 def _check_packet_header(
@@ -567,19 +594,35 @@ class _PolarityDecoder:
         self.events_before = 0  # events yielded so far: the index of the next one
         self.last_timestamp: int | None = None
 
-    def decode(self, pieces: list[_Piece], out: np.ndarray | None = None) -> np.ndarray:
-        """The checked events of ``pieces``, written to the start of ``out`` when
-        given (it must have room for every word pair) and returned."""
-        words = pieces[0].words if len(pieces) == 1 else np.concatenate([p.words for p in pieces])
-        counts = np.fromiter((len(p.words) // 2 for p in pieces), np.int64, len(pieces))
-        data = words[0::2]
-        ts_low = words[1::2]
-        overflows = [p.ts_overflow for p in pieces]
+    def decode(self, pieces: _BlockPieces, out: np.ndarray | None = None) -> np.ndarray:
+        """The checked events of one block, written to the start of ``out`` when
+        given (it must have room for every event of the block) and returned."""
+        block = pieces.block
+        words = np.frombuffer(block, dtype="<u4", count=len(block) // 4)
+        counts = pieces.counts
+        if len(counts) == 1:
+            first = pieces.word_starts[0]
+            pairs = words[first : first + 2 * counts[0]]
+            data = pairs[0::2]
+            ts_low = pairs[1::2]
+        else:
+            # One gather for all packets of the block: event j of piece k sits at
+            # word word_starts[k] + 2 * (j - first event of piece k).
+            count_array = np.asarray(counts, dtype=np.int64)
+            before = np.cumsum(count_array) - count_array
+            shift = np.asarray(pieces.word_starts, dtype=np.int64) - 2 * before
+            index = np.repeat(shift, count_array)
+            index += 2 * np.arange(len(index), dtype=np.int64)
+            data = words[index]
+            index += 1
+            ts_low = words[index]
+            del index
+        overflows = pieces.overflows
         overflow: int | np.ndarray = overflows[0]
         if any(o != overflow for o in overflows):
             overflow = np.repeat(np.asarray(overflows, dtype=np.int64), counts)
 
-        # raw_index maps each surviving event back to its slot among the words,
+        # raw_index maps each surviving event back to its place in the block,
         # so an error can name its byte; None while nothing has been dropped.
         raw_index: np.ndarray | None = None
         valid = (data & 1).astype(bool)
@@ -593,10 +636,7 @@ class _PolarityDecoder:
                 overflow = overflow[raw_index]
 
         def byte_of(i: int) -> int:
-            raw = int(raw_index[i]) if raw_index is not None else i
-            k = int(np.searchsorted(np.cumsum(counts), raw, side="right"))
-            first_raw = int(counts[:k].sum())
-            return pieces[k].byte_offset + (raw - first_raw) * POLARITY_EVENT_BYTES
+            return pieces.byte_of(int(raw_index[i]) if raw_index is not None else i)
 
         negative = ts_low >= _TS_LOW_LIMIT
         if negative.any():

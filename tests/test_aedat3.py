@@ -414,3 +414,18 @@ def test_iteration_memory_is_bounded_by_block_and_chunk_not_file(tmp_path):
     assert count == len(events)
     # One 64 KiB block, its decoded events and a 160 kB chunk, far below the file.
     assert peak < 1 << 20 < path.stat().st_size
+
+
+def test_packet_with_spare_capacity_decodes_number_events_and_skips_capacity(tmp_path):
+    """Readers of DVS128 Gesture skip eventCapacity * eventSize bytes per packet."""
+    events = gesture_like_events(5, seed=12)
+    words = np.zeros((5, 2), dtype="<u4")
+    words[:, 0] = (events["x"].astype(np.uint32) << 17) | (events["y"].astype(np.uint32) << 2)
+    words[:, 0] |= (events["polarity"].astype(np.uint32) << 1) | 1
+    words[:, 1] = events["timestamp"]
+    spare = np.full((2, 2), 0xFFFFFFFF, dtype="<u4")  # unused slots: must be ignored
+    body = np.concatenate([words[:3], spare]).tobytes()
+    packet = encode_packet_header(1, 8, 5, 3, 3) + body
+    packet += encode_packet_header(1, 8, 2, 2, 2) + words[3:].tobytes()
+    path, _ = _one_packet_file(tmp_path, "spare.aedat", packet)
+    np.testing.assert_array_equal(read_aedat3(path).events, events)

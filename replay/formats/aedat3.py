@@ -341,7 +341,10 @@ def _iter_decoded_blocks(
         raise ValueError(f"block_bytes must be >= {MIN_BLOCK_BYTES}, got {block_bytes}")
     header = read_aedat3_header(path)
     decoder = _PolarityDecoder(
-        str(path), sensor or header.sensor, on_out_of_sensor, stats or Aedat3Stats()
+        str(path),
+        sensor or header.sensor,
+        on_out_of_sensor,
+        stats if stats is not None else Aedat3Stats(),
     )
     count = 0
     with open(path, "rb") as f:

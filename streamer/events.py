@@ -65,6 +65,29 @@ class EventValidationError(EventError):
     """Decoded events break an invariant; ``where`` names the event index."""
 
 
+# numpy 2 turns EVENT_DTYPE into a packed 13-byte dtype in np.concatenate and
+# leaves the padding bytes of .copy() uninitialised; copying the 16-byte items
+# as opaque void values keeps the exact dtype and bytes (and is much faster).
+_EVENT_BYTES = np.dtype((np.void, EVENT_DTYPE.itemsize))
+
+
+def copy_events(events: np.ndarray) -> np.ndarray:
+    """A byte-exact copy of an EVENT_DTYPE array (padding bytes included)."""
+    return np.ascontiguousarray(events).view(_EVENT_BYTES).copy().view(EVENT_DTYPE)
+
+
+def concat_events(parts) -> np.ndarray:
+    """Concatenate EVENT_DTYPE arrays, keeping the exact 16-byte layout."""
+    parts = list(parts)
+    if not parts:
+        return empty_events()
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([np.ascontiguousarray(p).view(_EVENT_BYTES) for p in parts]).view(
+        EVENT_DTYPE
+    )
+
+
 def empty_events(count: int = 0) -> np.ndarray:
     return np.zeros(count, dtype=EVENT_DTYPE)
 

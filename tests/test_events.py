@@ -51,3 +51,15 @@ def test_as_events_converts_other_layouts():
     assert as_events(packed).dtype == EVENT_DTYPE
     with pytest.raises(EventValidationError, match="expected fields"):
         as_events(np.zeros(2, dtype=[("t", "<i8")]))
+
+
+def test_concat_and_copy_keep_the_exact_layout():
+    from streamer.events import concat_events, copy_events
+
+    a = make_events([1, 2], [0, 1], [0, 1], [0, 1])
+    b = make_events([3], [2], [2], [1])
+    joined = concat_events([a, b[0:1]])
+    assert joined.dtype == EVENT_DTYPE
+    assert joined.tobytes() == a.tobytes() + b.tobytes()
+    assert copy_events(joined).tobytes() == joined.tobytes()
+    assert len(concat_events([])) == 0

@@ -50,6 +50,7 @@ from streamer.events import (
     Recording,
     SensorSize,
     as_events,
+    concat_events,
     validate_events,
 )
 
@@ -286,15 +287,7 @@ def read_aedat2(
             stats=stats,
         )
     )
-    if not chunks:
-        events = np.zeros(0, dtype=EVENT_DTYPE)
-    elif len(chunks) == 1:
-        events = chunks[0]
-    else:
-        # As opaque 16-byte items: np.concatenate would pack EVENT_DTYPE to 13 bytes.
-        item = np.dtype((np.void, EVENT_DTYPE.itemsize))
-        events = np.concatenate([chunk.view(item) for chunk in chunks]).view(EVENT_DTYPE)
-    return Recording(events, sensor, str(path))
+    return Recording(concat_events(chunks), sensor, str(path))
 
 
 # ---------------------------------------------------------------- writing

@@ -48,6 +48,8 @@ from streamer.events import (
     Recording,
     SensorSize,
     as_events,
+    concat_events,
+    copy_events,
     find_backwards,
     validate_events,
 )
@@ -384,7 +386,7 @@ def read_aedat3(
     )
     count = sum(len(block) for block in blocks)
     if count < room:
-        events = _copy_events(events[:count]) if count < room // 2 else _shrink(events, count)
+        events = copy_events(events[:count]) if count < room // 2 else _shrink(events, count)
     return Recording(events, resolved, str(path))
 
 
@@ -394,23 +396,7 @@ def _shrink(events: np.ndarray, count: int) -> np.ndarray:
         events.resize(count, refcheck=False)
         return events
     except ValueError:
-        return _copy_events(events[:count])
-
-
-# numpy 2 turns EVENT_DTYPE into a packed 13-byte dtype in np.concatenate and
-# leaves the padding bytes of .copy() uninitialised; copying the 16-byte items
-# as opaque void values keeps the exact dtype and bytes (and is much faster).
-_EVENT_BYTES = np.dtype((np.void, EVENT_DTYPE.itemsize))
-
-
-def _copy_events(events: np.ndarray) -> np.ndarray:
-    return events.view(_EVENT_BYTES).copy().view(EVENT_DTYPE)
-
-
-def _concatenate_events(parts: Sequence[np.ndarray]) -> np.ndarray:
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([part.view(_EVENT_BYTES) for part in parts]).view(EVENT_DTYPE)
+        return copy_events(events[:count])
 
 
 def _scan_polarity_pieces(
@@ -720,7 +706,7 @@ class _ChunkBatcher:
             yield self._take()
 
     def _take(self) -> np.ndarray:
-        chunk = _concatenate_events(self.parts)
+        chunk = concat_events(self.parts)
         self.parts = []
         self.count = 0
         return chunk

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.events import EVENT_DTYPE, SensorSize
+from streamer.events import EVENT_DTYPE, SensorSize, concat_events
 
 DEFAULT_CHUNK_US = 1000
 DEFAULT_SYNTHETIC_SENSOR = SensorSize(128, 128)
@@ -129,8 +129,8 @@ class TimeChunker:
         if len(events) == 0:
             return []
         pending = events
-        if len(self._pending):  # dtype= keeps the padded layout (concatenate drops it)
-            pending = np.concatenate([self._pending, events], dtype=EVENT_DTYPE)
+        if len(self._pending):
+            pending = concat_events([self._pending, events])
         window = (pending["timestamp"] - self.origin_us) // self.chunk_us
         last_window_start = int(np.searchsorted(window, window[-1], side="left"))
         complete, tail = pending[:last_window_start], pending[last_window_start:]

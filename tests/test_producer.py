@@ -325,3 +325,39 @@ def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _run_command(capsys, *argv) -> tuple[int, str]:
+    import argparse
+
+    from stcsnn.commands import produce
+
+    parser = argparse.ArgumentParser()
+    produce.configure(parser)
+    code = produce.run(parser.parse_args(list(argv)))
+    return code, capsys.readouterr().err
+
+
+def test_produce_command_refuses_bad_input_before_starting(capsys, tmp_path):
+    code, err = _run_command(capsys, "--replay", str(tmp_path / "missing"))
+    assert code == 1 and "does not exist" in err and "missing" in err
+    code, err = _run_command(capsys, "--synthetic", "1k", "--endpoint", "tcp://0.0.0.0:5555")
+    assert code == 1 and "--bind-any" in err
+    code, err = _run_command(capsys, "--synthetic", "1k", "--speed", "fast")
+    assert code == 1 and "speed" in err
+    code, err = _run_command(capsys, "--dv-stream", "localhost")
+    assert code == 1 and "HOST:PORT" in err
+    if not __import__("streamer.sources").sources.discover_cameras():
+        code, err = _run_command(capsys, "--camera")
+        assert code == 1 and "no iniVation camera attached" in err
+
+
+def test_configuring_the_command_imports_nothing_heavy():
+    code = (
+        "import argparse, sys; from stcsnn.commands import produce; "
+        "produce.configure(argparse.ArgumentParser()); "
+        "print(sorted(m for m in ('torch', 'zmq', 'dv_processing', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,163 @@
+"""Event files in, ``Recording`` or chunks of EVENT_DTYPE out, whatever the format.
+
+One module per format (``aedat3``, ``aedat4``, ``aedat2``, ``nmnist``,
+``dvs_sign``; ``gesture_labels`` for the DVS128 Gesture label files); this
+module picks the right one. ``detect_format`` trusts the file's first bytes
+before its name: AEDAT files say their version in their first line and a
+``.npz`` is a zip, while N-MNIST ``.bin`` files have no header at all and are
+known by their extension only. The format modules are imported when first
+used, so ``stcsnn inspect`` of an N-MNIST file does not load dv-processing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from streamer.events import FormatError, Recording, SensorSize
+
+# format -> what it is, for messages and `stcsnn inspect`
+FORMAT_NAMES = {
+    "aedat3": "AEDAT 3.1 (DVS128 Gesture, .aedat)",
+    "aedat4": "AEDAT4 (iniVation DV, .aedat4)",
+    "aedat2": "AEDAT 2.0 (jAER, CIFAR10-DVS, .aedat)",
+    "nmnist": "N-MNIST (.bin)",
+    "dvs_sign": "DVS_Sign sample (.npz)",
+}
+EXTENSION_FORMATS = {".aedat4": "aedat4", ".aedat3": "aedat3", ".bin": "nmnist", ".npz": "dvs_sign"}
+AEDAT_MAGIC = b"#!AER-DAT"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+DEFAULT_CHUNK_EVENTS = 1_000_000
+# Classes named by the folder a sample sits in: format -> number of classes.
+FOLDER_CLASS_COUNTS = {"nmnist": 10, "dvs_sign": 15}
+CIFAR10_CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+GESTURE_LABELS_SUFFIX = "_labels.csv"
+
+
+def supported_formats() -> str:
+    return "; ".join(FORMAT_NAMES.values())
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """ "aedat3", "aedat4", "aedat2", "nmnist" or "dvs_sign": by the first bytes
+    (AEDAT version line, zip magic), else by the extension. FormatError naming
+    the file and listing the supported formats when neither tells."""
+    source = str(path)
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if head.startswith(AEDAT_MAGIC):
+        version = head[len(AEDAT_MAGIC) :].split(b"\n")[0].strip()
+        major = version[:2]
+        for prefix, name in ((b"4.", "aedat4"), (b"3.", "aedat3"), (b"2.", "aedat2")):
+            if major == prefix:
+                return name
+        raise FormatError(
+            source,
+            "byte 0",
+            f"AEDAT version {version.decode('ascii', 'replace')!r} is not supported; "
+            f"supported: {supported_formats()}",
+        )
+    if head.startswith(ZIP_MAGICS):
+        return "dvs_sign"
+    suffix = Path(path).suffix.lower()
+    if suffix in EXTENSION_FORMATS:
+        return EXTENSION_FORMATS[suffix]
+    what = "empty file" if not head else f"unknown event file format (starts with {head[:12]!r})"
+    if suffix == ".aedat":
+        what = "empty .aedat file" if not head else "'.aedat' file without an '#!AER-DAT' header"
+    raise FormatError(source, "byte 0", f"{what}; supported: {supported_formats()}")
+
+
+def _module(name: str):
+    return importlib.import_module(f"replay.formats.{name}")
+
+
+def read_recording(path: str | os.PathLike, **options) -> Recording:
+    """The whole file as a Recording; ``options`` go to the format's reader
+    (e.g. ``sensor=`` for AEDAT 3.1, AEDAT 2.0, N-MNIST and DVS_Sign)."""
+    name = detect_format(path)
+    return getattr(_module(name), f"read_{name}")(path, **options)
+
+
+def iter_recording(
+    path: str | os.PathLike, *, chunk_events: int = DEFAULT_CHUNK_EVENTS
+) -> tuple[SensorSize, Iterator[np.ndarray]]:
+    """(sensor, chunks of at most ``chunk_events`` events). Header problems
+    raise here; problems further in raise while iterating. Close the iterator
+    (``.close()``) when stopping early: an AEDAT4 reader holds a child process."""
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    name = detect_format(path)
+    if name == "aedat3":
+        aedat3 = _module("aedat3")
+        sensor = aedat3.read_aedat3_header(path).sensor
+        return sensor, aedat3.iter_aedat3(path, chunk_events=chunk_events)
+    if name == "aedat2":
+        aedat2 = _module("aedat2")
+        aedat2.read_aedat2_header(path)
+        return aedat2.DVS128_SENSOR, aedat2.iter_aedat2(path, chunk_events=chunk_events)
+    if name == "aedat4":
+        reader = _module("aedat4").Aedat4Reader(path, chunk_events=chunk_events)
+        return reader.sensor, reader
+    if name == "nmnist":
+        nmnist = _module("nmnist")
+        nmnist.check_nmnist_size(path)
+        return nmnist.NMNIST_SENSOR, nmnist.iter_nmnist(path, chunk_events=chunk_events)
+    recording = _module("dvs_sign").read_dvs_sign(path)
+    return recording.sensor, _slices(recording.events, chunk_events)
+
+
+def _slices(events: np.ndarray, chunk_events: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(events), chunk_events):
+        yield events[start : start + chunk_events]
+
+
+def labels_for(path: str | os.PathLike):
+    """Labels found beside an event file, or None.
+
+    - DVS128 Gesture: ``<name>_labels.csv`` next to ``<name>.aedat`` (any event
+      file) gives its segments, a list of ``gesture_labels.LabelSegment``
+      (class ids 1-11 and µs spans as in the CSV);
+    - N-MNIST ``.bin`` or DVS_Sign ``.npz`` inside a folder named by its class
+      (``Train/3/00012.bin``, ``train/14/7.npz``): that class index, an int;
+    - AEDAT 2.0 inside a CIFAR10-DVS class folder (``airplane/...``): the class
+      index 0-9, an int.
+    """
+    path = Path(path)
+    csv = path.with_name(path.stem + GESTURE_LABELS_SUFFIX)
+    if csv.is_file():
+        return _module("gesture_labels").read_gesture_labels(csv)
+    name = detect_format(path)
+    folder = path.parent.name
+    if name in FOLDER_CLASS_COUNTS:
+        if folder.isascii() and folder.isdigit() and int(folder) < FOLDER_CLASS_COUNTS[name]:
+            return int(folder)
+        return None
+    if name == "aedat2" and folder.lower() in CIFAR10_CLASS_NAMES:
+        return CIFAR10_CLASS_NAMES.index(folder.lower())
+    return None
+
+
+__all__ = [
+    "FORMAT_NAMES",
+    "detect_format",
+    "iter_recording",
+    "labels_for",
+    "read_recording",
+    "supported_formats",
+]

@@ -205,6 +205,21 @@ def test_bad_polarity_names_its_index():
         compress_clip_numpy(ev, config(), t0_us=0)
 
 
+@pytest.mark.parametrize("t0_us", [0, 200, 1000])
+def test_unsorted_events_inside_or_outside_the_window_are_refused(t0_us):
+    ev = events_of([(0, 0, 0, 0), (50, 0, 0, 0), (20, 0, 0, 0), (300, 0, 0, 0), (310, 0, 0, 0)])
+    with pytest.raises(EventValidationError, match="event 2: timestamp 20 µs goes backwards"):
+        compress_clip_numpy(ev, config(), t0_us=t0_us)
+
+
+def test_unsorted_event_deep_in_a_large_clip_is_named():
+    rng = np.random.default_rng(4)
+    ev = random_events(rng, 300_000, 100_000)
+    ev["timestamp"][200_001] = ev["timestamp"][200_000] - 1
+    with pytest.raises(EventValidationError, match="event 200001: "):
+        compress_clip_numpy(ev, config(mode="count"))
+
+
 def test_unsorted_clip_is_refused():
     with pytest.raises(EventValidationError, match="event 2: timestamp 5 µs goes backwards"):
         compress_clip_numpy(events_of([(0, 0, 0, 0), (10, 0, 0, 0), (5, 0, 0, 0)]), config())
@@ -289,3 +304,17 @@ def test_real_dvxplorer_recording_adapted_and_compressed():
     assert out.sum() == len(adapted)
     stc = compress_clip(adapted, CompressionConfig(128, 128, spatial_factor=2, steps=4))
     assert tuple(stc.shape) == (4, 2, 64, 64) and torch.isfinite(stc).all()
+
+
+def test_strided_and_foreign_layout_inputs_give_the_same_result():
+    rng = np.random.default_rng(6)
+    ev = random_events(rng, 2000, 1000)
+    cfg = config(steps=4, window_us=1000)
+    every_other = ev[::2]
+    expected = compress_clip_numpy(every_other.copy(), cfg, t0_us=0)
+    np.testing.assert_array_equal(compress_clip_numpy(every_other, cfg, t0_us=0), expected)
+    layout = [("x", "<u2"), ("y", "<u2"), ("polarity", "u1"), ("timestamp", "<u8")]
+    foreign = np.zeros(len(every_other), dtype=layout)
+    for name in ("timestamp", "x", "y", "polarity"):
+        foreign[name] = every_other[name]
+    np.testing.assert_array_equal(compress_clip_numpy(foreign, cfg, t0_us=0), expected)

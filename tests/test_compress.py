@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from replay.formats.nmnist import read_nmnist
 from streamer.adapt import SensorAdapter
 from streamer.compress import (
     CompressionConfig,
@@ -263,18 +264,11 @@ def test_compress_clip_returns_float32_tensor_sharing_the_numpy_result():
 # -- real recordings ---------------------------------------------------------------
 
 
-def read_nmnist_bin(path) -> np.ndarray:
-    """METHOD.md's N-MNIST layout: 5 bytes per event (x, y, p|t[22:16], t[15:8], t[7:0])."""
-    raw = np.fromfile(path, dtype=np.uint8)
-    assert len(raw) % 5 == 0
-    b = raw.reshape(-1, 5).astype(np.int64)
-    t = ((b[:, 2] & 0x7F) << 16) | (b[:, 3] << 8) | b[:, 4]
-    return make_events(t, b[:, 0], b[:, 1], b[:, 2] >> 7)
-
-
 def test_real_nmnist_sample_compresses_to_declared_shape():
-    ev = read_nmnist_bin(shared_path("recordings/nmnist_single.bin"))
+    recording = read_nmnist(shared_path("recordings/nmnist_single.bin"))
+    ev = recording.events
     assert len(ev) == 4325
+    assert recording.sensor == SensorSize(34, 34)
     for mode in ("stc", "count"):
         cfg = CompressionConfig(34, 34, steps=4, window_us=300_000, mode=mode)
         out = compress_clip(ev, cfg)

@@ -234,3 +234,37 @@ def test_steps_as_tensor_and_pairs():
     assert tuple(tensor.shape) == (2, 2, 4, 5)
     pairs = list(steps)
     assert [end for end, _ in pairs] == [100, 200] and pairs[1][1].shape == (2, 4, 5)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream_case(), st.sampled_from([0, 1, 3]))
+def test_skipped_gaps_leave_the_emitted_steps_equal_to_offline(case, max_gap_steps):
+    events, chunks, mode, tau, factor, _ = case
+    cfg = config(mode=mode, tau_s_us=tau, spatial_factor=factor)
+    compressor = StreamingCompressor(cfg, max_gap_steps=max_gap_steps)
+    ends, values = run_stream(compressor, chunks)
+    if len(events) == 0:
+        assert len(ends) == 0
+        return
+    start = int(events["timestamp"][0])
+    n_steps = (int(events["timestamp"][-1]) - start) // STEP_US + 1
+    assert len(ends) + compressor.stats.steps_skipped == n_steps
+    assert np.all(np.diff(ends) > 0)
+    expected = offline(events, cfg, start, n_steps)
+    index = (ends - start) // STEP_US - 1
+    np.testing.assert_allclose(values, expected[index], rtol=1e-5, atol=1e-6)
+    # Every step that holds an event is emitted.
+    holding = np.unique((events["timestamp"] - start) // STEP_US)
+    assert set(holding.tolist()) <= set(index.tolist())
+
+
+def test_advance_to_across_a_long_gap_skips():
+    compressor = StreamingCompressor(config(tau_s_us=500.0), start_us=0, max_gap_steps=2)
+    compressor.push(make_events([10], [0], [0], [0]))
+    steps = compressor.advance_to(10_000)
+    assert steps.end_us.tolist() == [100]
+    assert compressor.stats.steps_skipped == 99
+    later = compressor.push(make_events([10_050, 10_120], [0, 0], [0, 0], [0, 0]))
+    assert later.end_us.tolist() == [10_100]
+    decayed = math.exp(-(10_100 - 10) / 500.0)
+    assert later.values[0, 0, 0, 0] == pytest.approx(decayed + math.exp(-50 / 500.0), rel=1e-5)

@@ -253,12 +253,20 @@ class ReplaySource:
         from replay.formats import iter_recording
 
         sensor, reads = iter_recording(path, chunk_events=self.read_chunk_events)
-        if tuple(sensor) != tuple(self.sensor):
-            raise EventError(
-                str(path),
-                "",
-                f"sensor {SensorSize(*sensor)} differs from the stream's {self.sensor}",
-            )
+        try:
+            if tuple(sensor) != tuple(self.sensor):
+                raise EventError(
+                    str(path),
+                    "",
+                    f"sensor {SensorSize(*sensor)} differs from the stream's {self.sensor}",
+                )
+            yield from self._shifted_items(path, reads)
+        finally:
+            close = getattr(reads, "close", None)  # an AEDAT4 reader holds a child process
+            if close is not None:
+                close()
+
+    def _shifted_items(self, path: Path, reads) -> Iterator[SourceItem]:
         whole_label, segments = _sample_labels(path)
         if whole_label is not None:
             reads = iter([self._read_whole(path, reads)])

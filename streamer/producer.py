@@ -213,7 +213,7 @@ def run_producer(
         endpoint=socket.getsockopt(zmq.LAST_ENDPOINT).decode(),
         description=source.description,
     )
-    log.info("publishing %s as stream %r on %s", source.description, stream_id, stats.endpoint)
+    log.debug("publishing %s as stream %r on %s", source.description, stream_id, stats.endpoint)
     subscriptions = _Subscriptions(socket, wire.topic("events", stream_id))
     pacer = Pacer(math.inf if source.live else speed)
     seq = 0

@@ -1,0 +1,42 @@
+"""N-MNIST (Orchard et al. 2015) from its published layout.
+
+``ROOT/Train/<digit>/<id>.bin`` and ``ROOT/Test/<digit>/<id>.bin``: one
+saccade recording (~300 ms, ATIS sensor cropped to 34x34) per MNIST digit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from replay.datasets.base import FileDataset, scan_class_folders
+from replay.formats.nmnist import read_nmnist
+from streamer.events import Recording, SensorSize
+
+SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
+
+
+def _digit(folder_name: str) -> int | None:
+    return int(folder_name) if folder_name in {str(d) for d in range(10)} else None
+
+
+class NMNIST(FileDataset):
+    """N-MNIST, split ``"train"`` or ``"test"``; labels are the digits 0-9."""
+
+    sensor = SensorSize(34, 34)
+    class_names = [str(d) for d in range(10)]
+
+    def __init__(self, root: Path | str, split: str = "train"):
+        if split not in SPLIT_FOLDERS:
+            raise ValueError(
+                f"N-MNIST split must be one of {sorted(SPLIT_FOLDERS)}, found {split!r}"
+            )
+        self.root = Path(root)
+        self.split = split
+        split_dir = self.root / SPLIT_FOLDERS[split]
+        files, labels = scan_class_folders(
+            split_dir, _digit, ".bin", "N-MNIST", f"{split_dir}/<digit 0-9>/<id>.bin"
+        )
+        super().__init__(files, labels)
+
+    def read(self, path: Path) -> Recording:
+        return read_nmnist(path)

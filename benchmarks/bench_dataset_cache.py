@@ -1,7 +1,7 @@
 """DVS128 Gesture segment cache: first load (decode AEDAT 3.1 + write cache)
 versus later loads (open cache + read segments).
 
-    .venv/bin/python benchmarks/dataset_cache.py [--events-per-gesture 900000]
+    .venv/bin/python benchmarks/bench_dataset_cache.py [--events-per-gesture 900000]
 
 Writes a one-recording folder in the official layout (11 gestures) to a
 temporary folder and records the timings in

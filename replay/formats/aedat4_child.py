@@ -109,10 +109,11 @@ def limit_resources(memory_bytes: int) -> None:
 
 def clean_message(error: BaseException) -> str:
     """dv-processing's message without the C++ source location and signature."""
-    text = str(error).replace("\n", " ").strip()
+    text = " ".join(str(error).split())
     marker = "() "
     if text.startswith("/") and marker in text:
         text = text.split(marker, 1)[1]
+    text = text.split(" Stacktrace:", 1)[0]
     return f"{type(error).__name__}: {text}"[:400]
 
 

@@ -15,6 +15,7 @@ Errors name the file and the byte offset of the member (or the event index).
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
 import zlib
 
@@ -127,9 +128,19 @@ def _read_member(
             raw = member.read(data_bytes)
     except FormatError:
         raise
-    except (ValueError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
-        # ValueError: bad .npy magic or header; BadZipFile: CRC mismatch or bad member
-        # header; EOFError, zlib.error: truncated or corrupt compressed data.
+    except (
+        ValueError,
+        SyntaxError,
+        TypeError,
+        tokenize.TokenError,
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+    ) as error:
+        # ValueError, SyntaxError, TypeError, TokenError: what numpy raises on a bad
+        # .npy magic or header; BadZipFile: CRC mismatch or bad member header;
+        # EOFError, zlib.error: truncated or corrupt compressed data.
         raise FormatError(source, where, f"array {name!r} unreadable: {error}") from None
     if len(raw) != data_bytes:
         raise FormatError(source, where, f"array {name!r} is truncated")

@@ -1,0 +1,168 @@
+"""`stcsnn inspect`, run as the installed console command on real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from replay.formats import detect_format, labels_for
+from replay.formats.aedat2 import write_aedat2
+from replay.formats.aedat3 import write_aedat3
+from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
+from streamer.events import FormatError, SensorSize, make_events
+
+STCSNN = Path(sys.executable).parent / "stcsnn"
+
+
+def inspect(*args: str) -> subprocess.CompletedProcess:
+    if not STCSNN.exists():
+        pytest.skip(f"console command not installed next to {sys.executable}")
+    return subprocess.run(
+        [str(STCSNN), "inspect", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def inspect_json(path) -> dict:
+    result = inspect(path, "--json")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.strip().splitlines()  # exactly one JSON object
+    return json.loads(line)
+
+
+def dvs128_events(count=3_000, duration_us=10_000_000, seed=0):
+    rng = np.random.default_rng(seed)
+    return make_events(
+        np.sort(rng.integers(0, duration_us, count)),
+        rng.integers(0, 128, count),
+        rng.integers(0, 128, count),
+        rng.integers(0, 2, count),
+    )
+
+
+def test_real_aedat4_recording():
+    path = shared_path("recordings/dvxplorer_320x240.aedat4")
+    info = inspect_json(path)
+    assert info["format"] == "aedat4"
+    assert (info["width"], info["height"], info["events"]) == (320, 240, 111_954)
+    assert info["t_last_us"] - info["t_first_us"] == info["duration_us"]
+    assert 0.58e6 < info["duration_us"] < 0.60e6
+    assert 180_000 < info["event_rate_per_s"] < 200_000
+    assert 0.3 < info["polarity_on_fraction"] < 0.7
+    assert info["streams"] == {"events": "events", "imu": "imu", "triggers": "triggers"}
+    assert info["stream_elements"]["imu"] == 475
+    assert "labels" not in info
+    text = inspect(path)
+    assert text.returncode == 0
+    assert "320x240" in text.stdout and "111,954" in text.stdout and "imu" in text.stdout
+
+
+def test_real_nmnist_sample_in_its_digit_folder():
+    folder = shared_path("nmnist/Train/7")
+    path = sorted(folder.glob("*.bin"))[0]
+    info = inspect_json(path)
+    assert (info["format"], info["width"], info["height"]) == ("nmnist", 34, 34)
+    assert info["events"] == path.stat().st_size // 5
+    assert info["labels"] == [
+        {"class_id": 7, "name": "7", "start_us": info["t_first_us"], "end_us": info["t_last_us"]}
+    ]
+    assert info["labels_source"] == "folder"
+    single = inspect_json(shared_path("recordings/nmnist_single.bin"))
+    assert single["events"] == 4_325 and "labels" not in single
+
+
+def test_real_dvs_sign_sample():
+    path = shared_path("dvs_sign/train/11/0.npz")
+    info = inspect_json(path)
+    assert (info["format"], info["width"], info["height"]) == ("dvs_sign", 128, 128)
+    assert info["labels"][0]["class_id"] == 11
+    assert info["events"] == len(np.load(path)["t_us"])
+
+
+def test_gesture_recording_with_its_labels_file(tmp_path):
+    segments = [LabelSegment(1, 1_000_000, 3_000_000), LabelSegment(11, 4_000_000, 9_000_000)]
+    write_aedat3(tmp_path / "user01_natural.aedat", dvs128_events())
+    write_gesture_labels(tmp_path / "user01_natural_labels.csv", segments)
+    info = inspect_json(tmp_path / "user01_natural.aedat")
+    assert (info["format"], info["width"], info["height"], info["events"]) == (
+        "aedat3",
+        128,
+        128,
+        3_000,
+    )
+    assert [(s["class_id"], s["start_us"], s["end_us"]) for s in info["labels"]] == [
+        tuple(s) for s in segments
+    ]
+    assert info["labels"][0]["name"] == "hand clap"
+    assert info["labels_source"].endswith("user01_natural_labels.csv")
+    text = inspect(tmp_path / "user01_natural.aedat").stdout
+    assert "2 segments" in text and "hand clap" in text
+
+
+def test_cifar10dvs_file_in_its_class_folder(tmp_path):
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    write_aedat2(folder / "cifar10_cat_0.aedat", dvs128_events(500), SensorSize(128, 128))
+    info = inspect_json(folder / "cifar10_cat_0.aedat")
+    assert (info["format"], info["events"], info["labels"][0]["class_id"]) == ("aedat2", 500, 3)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.bin", b"", "empty file"),
+        ("cut.bin", b"\x01\x02\x00\x00\x05\x07", "byte 5"),
+        ("noise.aedat4", b"#!AER-DAT4.0\r\n\xff\xff\xff\x7f", "byte 14"),
+        ("notes.txt", b"hello", "unknown event file format"),
+        ("old.aedat", b"#!AER-DAT1.0\r\n", "version '1.0' is not supported"),
+    ],
+)
+def test_bad_files_give_one_line_and_exit_1(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = inspect(path)
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert str(path) in line and message in line and "Traceback" not in result.stderr
+
+
+def test_missing_file(tmp_path):
+    result = inspect(tmp_path / "nothing.aedat4")
+    assert result.returncode == 1
+    assert "nothing.aedat4" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inspect_does_not_import_torch():
+    path = shared_path("recordings/nmnist_single.bin")
+    code = (
+        "import sys; from stcsnn.cli import main; code = main(['inspect', '--json', sys.argv[1]]);"
+        "print('torch' in sys.modules, 'dv_processing' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_detection_trusts_content_before_extension(tmp_path):
+    real = shared_path("recordings/dvxplorer_320x240.aedat4")
+    renamed = tmp_path / "camera.bin"
+    shutil.copy(real, renamed)
+    assert detect_format(renamed) == "aedat4"
+    info = inspect_json(renamed)
+    assert info["events"] == 111_954
+    with pytest.raises(FormatError, match="supported: AEDAT 3.1"):
+        detect_format(_write(tmp_path / "x.dat", b"\x00" * 10))
+    assert labels_for(renamed) is None
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path

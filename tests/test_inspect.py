@@ -166,3 +166,44 @@ def test_detection_trusts_content_before_extension(tmp_path):
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
+
+
+def test_dispatch_reads_every_format_the_same_way(tmp_path):
+    from replay.formats import iter_recording, read_recording
+    from replay.formats.aedat4 import write_aedat4
+    from replay.formats.nmnist import write_nmnist
+
+    events = dvs128_events(2_000)
+    small = events.copy()
+    small["x"] %= 34
+    small["y"] %= 34
+    small["timestamp"] //= 4  # within N-MNIST's 23-bit µs
+    (tmp_path / "5").mkdir()
+    files = {
+        "aedat3": (tmp_path / "a.aedat", events),
+        "aedat2": (tmp_path / "b.aedat", events),
+        "aedat4": (tmp_path / "c.aedat4", events),
+        "nmnist": (tmp_path / "5" / "d.bin", small),
+        "dvs_sign": (tmp_path / "5" / "e.npz", events),
+    }
+    write_aedat3(files["aedat3"][0], events)
+    write_aedat2(files["aedat2"][0], events, SensorSize(128, 128))
+    write_aedat4(files["aedat4"][0], events, SensorSize(128, 128))
+    write_nmnist(files["nmnist"][0], small)
+    np.savez_compressed(
+        files["dvs_sign"][0],
+        t_us=events["timestamp"].astype(np.uint32),
+        x=events["x"].astype(np.uint8),
+        y=events["y"].astype(np.uint8),
+        p=events["polarity"].astype(np.uint8),
+    )
+    for name, (path, written) in files.items():
+        assert detect_format(path) == name
+        recording = read_recording(path)
+        np.testing.assert_array_equal(recording.events, written, err_msg=name)
+        sensor, chunks = iter_recording(path, chunk_events=300)
+        assert sensor == recording.sensor, name
+        sizes = [len(chunk) for chunk in chunks]
+        assert sum(sizes) == len(written) and max(sizes) <= 300, name
+    assert labels_for(files["nmnist"][0]) == 5 and labels_for(files["dvs_sign"][0]) == 5
+    assert labels_for(files["aedat3"][0]) is None

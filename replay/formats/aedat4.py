@@ -150,14 +150,6 @@ def check_aedat4_header(path: str | os.PathLike) -> int:
 # ---------------------------------------------------------------- reading
 
 
-class _Stalled(Exception):
-    pass
-
-
-class _ChildEnded(Exception):
-    pass
-
-
 class Aedat4Reader:
     """The events of one AEDAT4 file, decoded by dv-processing in a child process.
 
@@ -191,6 +183,34 @@ class Aedat4Reader:
         check_aedat4_header(path)
         self._link_dir: str | None = None
         self._stderr = tempfile.TemporaryFile()
+        self._started = False
+        try:
+            self._spawn(path, chunk_events, read_events, count_other_streams, memory_limit_bytes)
+            self.info = self._read_info()
+        except BaseException:
+            self.close()
+            raise
+        self.sensor = self.info.sensor
+        if read_events and self.info.event_stream is not None and self.sensor is None:
+            self.close()
+            raise FormatError(
+                self.source, "", f"event stream {self.info.event_stream!r} has no resolution"
+            )
+        if read_events and self.info.event_stream is None:
+            self.close()
+            kinds = ", ".join(f"{n} ({k})" for n, k in self.info.streams.items()) or "none"
+            raise FormatError(
+                self.source, "", f"no event stream in this AEDAT4 file (streams: {kinds})"
+            )
+
+    def _spawn(
+        self,
+        path: str | os.PathLike,
+        chunk_events: int,
+        read_events: bool,
+        count_other_streams: bool,
+        memory_limit_bytes: int,
+    ) -> None:
         env = dict(os.environ)
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = "1"
@@ -213,19 +233,6 @@ class Aedat4Reader:
         )
         self._fd = self._process.stdout.fileno()
         _widen_pipe(self._fd)
-        self._started = False
-        try:
-            self.info = self._read_info()
-        except BaseException:
-            self.close()
-            raise
-        self.sensor = self.info.sensor
-        if read_events and self.info.event_stream is None:
-            self.close()
-            kinds = ", ".join(f"{n} ({k})" for n, k in self.info.streams.items()) or "none"
-            raise FormatError(
-                self.source, "", f"no event stream in this AEDAT4 file (streams: {kinds})"
-            )
 
     def _dv_path(self, path: str | os.PathLike) -> str:
         """dv-processing opens only names ending in .aedat4: others get a link that does."""
@@ -384,6 +391,10 @@ class Aedat4Reader:
         message = raw.get("message", "")
         if stage == "open":
             return FormatError(self.source, "", f"dv-processing cannot open it: {message}")
+        if stage == "count":
+            return FormatError(
+                self.source, "", f"dv-processing failed while counting stream elements: {message}"
+            )
         decoded = int(raw.get("events_decoded", self._events_read))
         packet = int(raw.get("batches", 0)) + 1
         return FormatError(

@@ -22,7 +22,7 @@ from replay.formats.aedat2 import write_aedat2
 from replay.formats.aedat3 import write_aedat3
 from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
 from replay.formats.nmnist import write_nmnist
-from streamer.events import SensorSize, make_events
+from streamer.events import SensorSize, concat_events, make_events
 
 DVS128 = SensorSize(128, 128)
 NMNIST_SENSOR = SensorSize(34, 34)
@@ -195,7 +195,7 @@ def write_dvsgesture_folder(
                 gap = int(rng.integers(*gap_us))
                 parts.append(noise_events(rng, noise_per_gap, t_us, t_us + gap, DVS128))
                 t_us += gap
-            events = np.concatenate(parts)
+            events = concat_events(parts)
             write_aedat3(root / f"{name}.aedat", events, DVS128)
             write_gesture_labels(
                 root / f"{name}_labels.csv",

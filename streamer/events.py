@@ -95,7 +95,8 @@ def empty_events(count: int = 0) -> np.ndarray:
 def make_events(timestamp, x, y, polarity) -> np.ndarray:
     """Pack column arrays (any integer or bool dtype) into an EVENT_DTYPE array."""
     timestamp = np.asarray(timestamp)
-    events = np.empty(timestamp.shape[0], dtype=EVENT_DTYPE)
+    # zeros, not empty: the padding bytes stay defined, so equal events are equal bytes.
+    events = np.zeros(timestamp.shape[0], dtype=EVENT_DTYPE)
     events["timestamp"] = timestamp
     events["x"] = x
     events["y"] = y

@@ -54,6 +54,7 @@ from streamer.events import (
     Recording,
     SensorSize,
     as_events,
+    concat_events,
     validate_events,
 )
 
@@ -492,7 +493,7 @@ def read_aedat4(
     ) as reader:
         chunks = list(reader)
         sensor = reader.sensor
-    return Recording(_concatenate(chunks), sensor, str(path))
+    return Recording(concat_events(chunks), sensor, str(path))
 
 
 def aedat4_info(
@@ -517,16 +518,6 @@ def aedat4_info(
     if counts is None:
         return info
     return Aedat4Info(**{**info.__dict__, "element_counts": counts})
-
-
-def _concatenate(chunks: list[np.ndarray]) -> np.ndarray:
-    if not chunks:
-        return np.zeros(0, dtype=EVENT_DTYPE)
-    if len(chunks) == 1:
-        return chunks[0]
-    # As opaque 16-byte items: np.concatenate would pack EVENT_DTYPE to 13 bytes.
-    item = np.dtype((np.void, EVENT_DTYPE.itemsize))
-    return np.concatenate([chunk.view(item) for chunk in chunks]).view(EVENT_DTYPE)
 
 
 # ---------------------------------------------------------------- writing

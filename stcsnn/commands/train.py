@@ -1,13 +1,152 @@
-"""`stcsnn train` (being built)."""
+"""`stcsnn train`: train a network on a dataset (seeded, checkpoints, resume).
+
+A thin layer over ``models.train``: flags -> ``TrainConfig``. Run it under
+``torchrun --nproc_per_node N -m stcsnn.cli train ...`` for several GPUs or nodes.
+See docs/training.md for the commands that trained the default checkpoints.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
+import os
+import sys
+
+DATASETS = ("nmnist", "dvsgesture", "cifar10dvs", "dvs_sign")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--root", required=True, help="dataset folder in its published layout")
+    model = parser.add_argument_group(
+        "model (defaults: the dataset's config in models/networks.py)"
+    )
+    model.add_argument("--config", help="model config name (default: the dataset's)")
+    model.add_argument("--steps", type=int, metavar="T", help="time steps per window")
+    model.add_argument("--mode", choices=("stc", "count"), help="synaptic current or counts")
+    model.add_argument(
+        "--baseline", action="store_true", help="count frames + plain LIF, fixed tau, no filter"
+    )
+    model.add_argument("--levels", type=int, metavar="K", help="MT-LIF thresholds (1: plain LIF)")
+    model.add_argument("--no-learnable-tau", action="store_true", help="fix the membrane constant")
+    model.add_argument(
+        "--no-synaptic-filter", action="store_true", help="SCB without its filter (lambda = 0)"
+    )
+    model.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any ModelConfig/CompressionConfig field, e.g. --set channels=[8,16] "
+        "--set tau_s_us=50000 (repeatable)",
+    )
+    run = parser.add_argument_group("training")
+    run.add_argument("--epochs", type=int, default=20)
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    run.add_argument("--seed", type=int, default=0, help="initialisation, order and crops")
+    held = run.add_mutually_exclusive_group()
+    held.add_argument("--val-count", type=int, help="validation samples held out (N-MNIST: 100)")
+    held.add_argument("--val-fraction", type=float, help="validation share (others: 0.1)")
+    run.add_argument("--fold", type=int, help="validate on fold i (0-based) of --folds")
+    run.add_argument("--folds", type=int, help="stratified k-fold cross-validation")
+    run.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
+    run.add_argument("--limit", type=int, help="use a stratified subset of N training samples")
+    run.add_argument(
+        "--crop-us",
+        default=None,
+        metavar="MIN:MAX",
+        help="random crop length range in µs (default: one window); 'off' = whole samples",
+    )
+    run.add_argument("--out", help="run folder (default runs/<config>-T<T>-seed<S>)")
+    run.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    run.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    run.add_argument("--workers", type=int, help="loader processes (default: by CPU count)")
+    run.add_argument("--cache-dir", help="compressed-clip cache (default $STCSNN_CACHE/clips)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def parse_set(items: list[str]) -> dict:
+    """``FIELD=VALUE`` -> {field: value}; VALUE as a Python literal, else a string."""
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects FIELD=VALUE, found {item!r}")
+        try:
+            changes[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            changes[key.strip()] = value
+    return changes
+
+
+def train_config(args: argparse.Namespace):
+    from models.data import SplitSpec, default_split, parse_crop_us
+    from models.train import TrainConfig
+
+    changes = parse_set(args.set)
+    for flag, key in (("steps", "steps"), ("mode", "mode"), ("levels", "levels")):
+        if getattr(args, flag) is not None:
+            changes[key] = getattr(args, flag)
+    if args.no_learnable_tau:
+        changes["learnable_tau"] = False
+    if args.no_synaptic_filter:
+        changes["synaptic_filter"] = False
+    if (args.fold is None) != (args.folds is None):
+        raise ValueError("--fold and --folds go together")
+    if args.folds is not None:
+        split = SplitSpec(folds=args.folds, fold=args.fold, seed=args.split_seed, limit=args.limit)
+    elif args.val_count is not None or args.val_fraction is not None:
+        split = SplitSpec(args.val_count, args.val_fraction, seed=args.split_seed, limit=args.limit)
+    else:
+        default = default_split(args.dataset)
+        split = SplitSpec(
+            default.validation_count,
+            default.validation_fraction,
+            seed=args.split_seed,
+            limit=args.limit,
+        )
+    crop_text = args.crop_us
+    return TrainConfig(
+        dataset=args.dataset,
+        root=args.root,
+        config=args.config,
+        baseline=args.baseline,
+        changes=changes,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        split=split,
+        random_crop=crop_text is None or parse_crop_us(crop_text) is not None,
+        crop_us=parse_crop_us(crop_text),
+        out=args.out,
+        resume=args.resume,
+        device=args.device,
+        amp=args.amp,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("train: being built")
+    from models.checkpoint import CheckpointError
+    from models.train import train
+    from streamer.events import EventError
+
+    try:
+        summary = train(train_config(args))
+    except (ValueError, KeyError, TypeError, CheckpointError, EventError, OSError) as error:
+        print(f"stcsnn train: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        best = summary["best_val_accuracy"]
+        shown = f"{best:.4f} (epoch {summary['best_epoch']})" if best is not None else "n/a"
+        print(f"best val accuracy {shown}; checkpoints in {summary['run_dir']}")
+    return 0

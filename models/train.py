@@ -1,0 +1,463 @@
+"""Training: one loop on one screen (nanoGPT-style), configured by plain data.
+
+    samples (replay.datasets) --split--> train part  -> random crops (models.data) -> loader
+                                         val part    -> whole samples, cached       -> loader
+    SpikingNet(config) -> AdamW, cosine lr -> per epoch: train, validate, log, checkpoint
+
+Seeded and resumable: the model is initialised from ``seed``, each epoch
+reseeds torch with ``(seed, epoch)`` and draws its order and crops from
+``(seed, epoch, sample)``, so a run resumed from ``last.pt`` continues exactly
+as an uninterrupted one. Run with ``torchrun`` for DistributedDataParallel
+(``WORLD_SIZE`` > 1: NCCL on CUDA, gloo on CPU; each rank trains on its shard,
+validation counts are summed over ranks, rank 0 writes the files).
+
+A run folder holds ``best.pt`` (best validation accuracy), ``last.pt`` (also
+the optimiser state, for ``resume``), ``metrics.jsonl`` (one line per epoch)
+and ``run.json`` (the training config and the model config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.data import (
+    RandomCropClips,
+    SplitSpec,
+    cached_clips,
+    clip_loader,
+    default_split,
+    default_workers,
+    open_events,
+    split_parts,
+)
+from models.evaluate import autocast_for, evaluate, mean_readout
+from models.networks import ModelConfig, build_network, get_config, plain_lif_baseline
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in its checkpoints as a plain dict."""
+
+    dataset: str  # nmnist, dvsgesture, cifar10dvs, dvs_sign
+    root: str
+    config: str | None = None  # model config name (default: the dataset's)
+    baseline: bool = False  # count frames + plain LIF (models.networks.plain_lif_baseline)
+    changes: dict[str, Any] = field(default_factory=dict)  # ModelConfig.with_changes
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05  # cosine decay to lr * this
+    warmup_epochs: float = 0.5
+    weight_decay: float = 1e-4  # on conv and linear weights only
+    grad_clip: float = 0.0  # max gradient norm, 0 = off
+    seed: int = 0
+    split: SplitSpec | None = None  # default: data.default_split(dataset)
+    random_crop: bool = True  # False: train on whole samples (cached)
+    crop_us: tuple[int, int] | None = None  # crop length range; default one window
+    out: str | None = None  # run folder; default runs/<config>-T<T>-seed<seed>
+    resume: bool = False
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = False  # bf16 autocast on CUDA
+    workers: int | None = None  # loader processes (default: data.default_workers)
+    eval_batch_size: int = 128
+    cache_dir: str | None = None  # compressed-clip cache (default $STCSNN_CACHE/clips)
+    stop_after: int | None = None  # end this process after this many epochs (resume goes on)
+
+    def model_config(self) -> ModelConfig:
+        config = get_config(self.config or self.dataset)
+        if self.baseline:
+            config = plain_lif_baseline(config)
+        return config.with_changes(**self.changes) if self.changes else config
+
+    @property
+    def split_spec(self) -> SplitSpec:
+        return self.split if self.split is not None else default_split(self.dataset)
+
+    def run_dir(self, config: ModelConfig) -> Path:
+        if self.out:
+            return Path(self.out)
+        spec = self.split_spec
+        fold = f"-fold{spec.fold}of{spec.folds}" if spec.folds else ""
+        return Path("runs") / f"{config.name}-T{config.compression.steps}-seed{self.seed}{fold}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["split"] = self.split_spec.to_dict()
+        out["crop_us"] = list(self.crop_us) if self.crop_us else None
+        return out
+
+
+# Fields that may differ when resuming: they do not change what is learned.
+RESUMABLE_CHANGES = {"epochs", "resume", "device", "workers", "eval_batch_size", "stop_after"}
+RESUMABLE_CHANGES |= {"cache_dir", "out"}
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_name: str) -> tuple[torch.device, Distributed]:
+    """The device, and the process group when run under torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if world == 1:
+        return torch.device(device_name), Distributed()
+    import torch.distributed as dist
+
+    ranks = Distributed(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), world)
+    if device_name.startswith("cuda"):
+        torch.cuda.set_device(ranks.local_rank)
+        device = torch.device("cuda", ranks.local_rank)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        dist.init_process_group("gloo")
+    return device, ranks
+
+
+def cosine_lr(tc: TrainConfig, iteration: int, iterations: int, warmup: int) -> float:
+    """Linear warmup, then cosine from ``lr`` down to ``lr * min_lr_ratio``."""
+    if iteration < warmup:
+        return tc.lr * (iteration + 1) / warmup
+    progress = min(1.0, (iteration - warmup) / max(1, iterations - warmup))
+    floor = tc.lr * tc.min_lr_ratio
+    return floor + 0.5 * (tc.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on conv/linear weights only (not BN, tau, lambda, biases)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": tc.weight_decay},
+        {"params": other, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.999))
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal, else a
+    line every ``every_s`` seconds (logs stay short)."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True, every_s: float = 10.0):
+        self.total, self.label, self.enabled, self.every_s = total, label, enabled, every_s
+        self.tty = sys.stderr.isatty()
+        self.started = self.last = time.perf_counter()
+        self.done = 0
+
+    def update(self, done: int, **stats: float) -> None:
+        self.done = done
+        now = time.perf_counter()
+        final = done >= self.total
+        if not self.enabled or (
+            not final and now - self.last < (0.2 if self.tty else self.every_s)
+        ):
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        width = 20
+        filled = int(width * done / max(self.total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        shown = " ".join(f"{k} {v:.4g}" for k, v in stats.items())
+        line = f"{self.label} [{bar}] {done}/{self.total} {elapsed:.0f}s {rate:.1f} it/s {shown}"
+        end = "\n" if final or not self.tty else ""
+        print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(tc: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Run ``tc``; returns a summary (run folder, best and last validation
+    accuracy, epoch times). Raises ValueError/CheckpointError on a bad setup."""
+    device, ranks = setup(tc.device)
+    say = log if ranks.main else (lambda message: None)
+    if ranks.world == 1:
+        return _train(tc, device, ranks, say)
+    import torch.distributed as dist
+
+    try:
+        summary = _train(tc, device, ranks, say)
+        # Leave together: a rank that tears gloo down while rank 0 still
+        # writes checkpoints can abort ("terminate called without an active exception").
+        dist.barrier()
+        return summary
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(
+    tc: TrainConfig, device: torch.device, ranks: Distributed, log: Callable[[str], None]
+) -> dict[str, Any]:
+    config = tc.model_config()
+    spec = tc.split_spec
+    run_dir = tc.run_dir(config)
+    workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))
+    workers = tc.workers if tc.workers is not None else workers
+
+    # ---- data: random crops of the train part, whole val samples from the clip cache
+    dataset = open_events(tc.dataset, tc.root, "train")
+    if len(dataset.class_names) != config.num_classes:
+        raise ValueError(
+            f"config {config.name!r} has {config.num_classes} classes, "
+            f"{tc.dataset} has {len(dataset.class_names)}"
+        )
+    train_part, val_part = split_parts(dataset, spec)
+    cache_kw = dict(cache_dir=tc.cache_dir, workers=workers, log=log)
+    if tc.random_crop:
+        train_set = RandomCropClips(train_part, config.compression, tc.crop_us, seed=tc.seed)
+    else:
+        train_set = _cached_by_rank0(train_part, config, f"{tc.dataset}-train", ranks, cache_kw)
+    val_set = None
+    if val_part is not None:
+        val_set = _cached_by_rank0(val_part, config, f"{tc.dataset}-val", ranks, cache_kw)
+    pin = device.type == "cuda"
+    train_loader = clip_loader(
+        train_set,
+        batch_size=tc.batch_size,
+        train=True,
+        seed=tc.seed,
+        workers=workers,
+        pin_memory=pin,
+        rank=ranks.rank,
+        world=ranks.world,
+    )
+    val_loader = None
+    if val_set is not None:
+        val_loader = clip_loader(
+            val_set,
+            batch_size=tc.eval_batch_size,
+            train=False,
+            workers=0,
+            pin_memory=pin,
+            rank=ranks.rank,
+            world=ranks.world,
+        )
+    log(
+        f"{tc.dataset}: {len(train_part)} train / {len(val_part) if val_part else 0} val samples;"
+        f" config {config.name} T={config.compression.steps} hop {config.compression.step_us} µs"
+        f" mode {config.compression.mode} K={config.levels}; {device}, world {ranks.world},"
+        f" workers {workers}; run folder {run_dir}"
+    )
+
+    if tc.amp and device.type != "cuda":
+        log("--amp: bf16 autocast is used on CUDA only (slower on these CPUs); training in float32")
+
+    # ---- model, optimiser, resume
+    torch.manual_seed(tc.seed)
+    model = build_network(config).to(device)
+    optimizer = make_optimizer(model, tc)
+    start_epoch, best_accuracy, best_loss, best_epoch = 0, -1.0, math.inf, 0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if tc.resume and last_path.is_file():
+        start_epoch, best_accuracy, best_loss, best_epoch = _resume(
+            last_path, tc, config, model, optimizer
+        )
+        log(f"resumed from {last_path}: {start_epoch} epochs done, best val {best_accuracy:.4f}")
+    elif tc.resume:
+        log(f"nothing to resume in {run_dir}: starting afresh")
+    net = model
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if pin else None)
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_info = {"train": tc.to_dict(), "model": config.to_dict()}
+        (run_dir / "run.json").write_text(json.dumps(run_info, indent=1))
+
+    iterations_per_epoch = len(train_loader)
+    iterations = tc.epochs * iterations_per_epoch
+    warmup = max(1, int(tc.warmup_epochs * iterations_per_epoch))
+    epoch_times: list[float] = []
+    last_metrics: dict[str, Any] = {}
+    stop_at = tc.epochs if tc.stop_after is None else min(tc.epochs, start_epoch + tc.stop_after)
+    for epoch in range(start_epoch, stop_at):
+        # ---- train one epoch
+        started = time.perf_counter()
+        train_loader.sampler.set_epoch(epoch)
+        torch.manual_seed(tc.seed * 1_000_003 + epoch * 7_919 + ranks.rank)  # dropout
+        net.train()
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, samples
+        progress = Progress(iterations_per_epoch, f"epoch {epoch + 1}/{tc.epochs}", ranks.main)
+        for i, batch in enumerate(train_loader):
+            lr = cosine_lr(tc, epoch * iterations_per_epoch + i, iterations, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = batch.to(device, non_blocking=True)
+            with autocast_for(device, tc.amp):
+                logits = net(batch.clips)
+            clip_logits = mean_readout(logits, batch.steps)
+            loss = F.cross_entropy(clip_logits, batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            n = len(batch.labels)
+            correct = (clip_logits.argmax(1) == batch.labels).sum()
+            sums += torch.stack([loss.detach().double() * n, correct.double(), torch.tensor(n)])
+            if ranks.main and (i % 10 == 0 or i + 1 == iterations_per_epoch):
+                progress.update(i + 1, loss=float(sums[0] / sums[2]), lr=lr)
+        if ranks.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
+        train_time = time.perf_counter() - started
+
+        # ---- validate, log, checkpoint
+        val = None
+        if val_loader is not None:
+            val = evaluate(
+                model,
+                val_loader,
+                config.num_classes,
+                device=device,
+                amp=tc.amp,
+                distributed=ranks.world > 1,
+            )
+        epoch_time = time.perf_counter() - started
+        epoch_times.append(epoch_time)
+        loss_sum, correct_sum, seen = (float(v) for v in sums)
+        val_accuracy = val.accuracy if val is not None else None
+        # Best: higher validation accuracy; at equal accuracy (common on 100
+        # samples) the lower validation loss, i.e. the more settled model.
+        improved = (
+            val is None
+            or val_accuracy > best_accuracy
+            or (val_accuracy == best_accuracy and val.loss < best_loss)
+        )
+        if improved and val is not None:
+            best_accuracy, best_loss = val_accuracy, val.loss
+        if improved:
+            best_epoch = epoch + 1
+        last_metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct_sum / max(seen, 1),
+            "val_loss": val.loss if val is not None else None,
+            "val_accuracy": val_accuracy,
+            "epoch_time_s": epoch_time,
+            "train_time_s": train_time,
+            "train_samples_per_s": seen / train_time if train_time > 0 else None,
+            "lr": lr,
+            "best": improved,
+        }
+        shown = f"val acc {val_accuracy:.4f} " if val_accuracy is not None else ""
+        log(
+            f"epoch {epoch + 1}/{tc.epochs}: train loss {last_metrics['train_loss']:.4f}"
+            f" acc {last_metrics['train_accuracy']:.4f}, {shown}({epoch_time:.1f} s)"
+            + (" *best*" if improved and val is not None else "")
+        )
+        if ranks.main:
+            best = (best_accuracy, best_loss, best_epoch)
+            extra = _extra(tc, epoch + 1, last_metrics, best, train_part, val_part)
+            last_extra = {**extra, "kind": "last", "optimizer": optimizer.state_dict()}
+            save_checkpoint(last_path, model, config, extra=last_extra)
+            if improved:
+                save_checkpoint(best_path, model, config, extra={**extra, "kind": "best"})
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(last_metrics) + "\n")
+    return {
+        "run_dir": str(run_dir),
+        "best_checkpoint": str(best_path),
+        "last_checkpoint": str(last_path),
+        "best_val_accuracy": best_accuracy if best_accuracy >= 0 else None,
+        "best_epoch": best_epoch,
+        "epochs_done": stop_at if stop_at > start_epoch else start_epoch,
+        "epochs_this_run": len(epoch_times),
+        "epoch_time_s": epoch_times,
+        "last": last_metrics,
+    }
+
+
+def _cached_by_rank0(samples, config: ModelConfig, name: str, ranks: Distributed, cache_kw):
+    """Rank 0 builds the clip cache entry while the others wait, then all open it."""
+    if ranks.world > 1 and not ranks.main:
+        import torch.distributed as dist
+
+        dist.barrier()
+        return cached_clips(samples, config.compression, "whole", name=name, **cache_kw)
+    clips = cached_clips(samples, config.compression, "whole", name=name, **cache_kw)
+    if ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return clips
+
+
+def _extra(tc, epochs_done, metrics, best, train_part, val_part) -> dict:
+    """Training metadata kept in every checkpoint (plain data only)."""
+    best_accuracy, best_loss, best_epoch = best
+    return {
+        "dataset": tc.dataset,
+        "root": str(tc.root),
+        "epoch": epochs_done,
+        "epochs": tc.epochs,
+        "seed": tc.seed,
+        "split": tc.split_spec.to_dict(),
+        "crop_us": list(tc.crop_us) if tc.crop_us else None,
+        "random_crop": tc.random_crop,
+        "train_samples": len(train_part),
+        "val_samples": len(val_part) if val_part is not None else 0,
+        "val_accuracy": metrics["val_accuracy"],
+        "val_loss": metrics["val_loss"],
+        "train_accuracy": metrics["train_accuracy"],
+        "train_loss": metrics["train_loss"],
+        "best_val_accuracy": best_accuracy if best_accuracy >= 0 else None,
+        "best_val_loss": best_loss if math.isfinite(best_loss) else None,
+        "best_epoch": best_epoch,
+        "val_clips": "whole",
+        "train_config": tc.to_dict(),
+        "torch": str(torch.__version__),
+    }
+
+
+def _resume(path: Path, tc: TrainConfig, config: ModelConfig, model, optimizer) -> tuple:
+    """Load ``last.pt`` into ``model`` and ``optimizer``; refuse a different setup."""
+    saved, _, extra = load_checkpoint(path, map_location="cpu", expected_config=config)
+    before = dict(extra.get("train_config") or {})
+    now = tc.to_dict()
+    diffs = [
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(before) | set(now))
+        if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k)
+    ]
+    if diffs:
+        raise CheckpointError(path, "cannot resume with a different setup: " + "; ".join(diffs))
+    model.load_state_dict(saved.state_dict())
+    if "optimizer" in extra:
+        optimizer.load_state_dict(extra["optimizer"])
+    best = extra.get("best_val_accuracy")
+    best_loss = extra.get("best_val_loss")
+    return (
+        int(extra["epoch"]),
+        -1.0 if best is None else float(best),
+        math.inf if best_loss is None else float(best_loss),
+        int(extra.get("best_epoch", 0)),
+    )

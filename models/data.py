@@ -305,7 +305,11 @@ class RandomCropClips(Dataset):
         t0, steps = random_crop(
             sample.start_us, sample.end_us, self.compression.step_us, self.crop_us, rng
         )
-        events = self.adapter(sample.events)
+        # Cut before adapting: a crop of a long recording touches few of its events.
+        first, last = np.searchsorted(
+            sample.events["timestamp"], [t0, t0 + steps * self.compression.step_us]
+        )
+        events = self.adapter(sample.events[first:last])
         clip = compress_span(events, self.compression, t0, steps)
         return torch.from_numpy(clip), sample.label, steps
 

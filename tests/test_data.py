@@ -93,6 +93,12 @@ def test_random_crops_are_seeded_per_epoch_and_sample(few):
     assert any(c.shape != a.shape or not torch.equal(c, a) for c, _, _ in others)
     again = RandomCropClips(few, NMNIST, (150_000, 300_000), seed=3)
     assert torch.equal(again[(0, 5)][0], a)
+    # The crop is the compressor's output over all the sample's events on its grid.
+    sample = few[5]
+    rng = np.random.default_rng([3, 0, 5])
+    t0, n = random_crop(sample.start_us, sample.end_us, NMNIST.step_us, (150_000, 300_000), rng)
+    assert n == steps
+    np.testing.assert_array_equal(a.numpy(), compress_span(sample.events, NMNIST, t0, n))
 
 
 def test_whole_clip_is_what_the_streaming_compressor_emits(few, tmp_path):

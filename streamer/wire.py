@@ -8,7 +8,9 @@ Every message is multipart:
     frame 2  payload  only for type "events": the raw EVENT_DTYPE array (16 bytes/event)
 
 Types: ``events`` (a chunk of one stream), ``labels`` (ground-truth segments of a
-replay), ``end`` (end of stream), ``prediction`` (a worker's output). See
+replay), ``end`` (end of stream), ``prediction`` (a worker's output), ``stats``
+(a worker's counters) and ``preview`` (a decimated count image of a stream for
+a dashboard; its payload frame is ``uint8 [2, H, W]``). See
 docs/wire-protocol.md for every field. ``decode`` rejects anything malformed
 with a ``WireError`` that says what is wrong; receivers count and drop those
 (``WireStats``) and keep running.
@@ -27,7 +29,8 @@ import numpy as np
 from streamer.events import EVENT_DTYPE, SensorSize
 
 PROTOCOL_VERSION = 1
-MESSAGE_TYPES = ("events", "labels", "end", "prediction")
+MESSAGE_TYPES = ("events", "labels", "end", "prediction", "stats", "preview")
+MAX_PREVIEW_SIDE = 1024
 MAX_HEADER_BYTES = 1 << 20  # a header larger than this is garbage, not a message
 MAX_EVENTS_PER_MESSAGE = 1 << 26
 
@@ -50,6 +53,7 @@ class Message:
     seq: int
     header: dict[str, Any]
     events: np.ndarray | None = None
+    image: np.ndarray | None = None  # ``preview`` only: uint8 [2, H, W] counts (OFF, ON)
 
     @property
     def sensor(self) -> SensorSize:
@@ -95,17 +99,60 @@ def encode_events(
     return _frames("events", stream, session, seq, fields) + [memoryview(events).cast("B")]
 
 
-def encode_labels(stream: str, session: str, seq: int, segments: list[dict]) -> list:
-    """Ground truth of a replay: ``segments`` of ``{"label", "start_us", "end_us"}``."""
-    return _frames("labels", stream, session, seq, {"segments": segments})
+def encode_labels(
+    stream: str, session: str, seq: int, segments: list[dict], *, extra: dict | None = None
+) -> list:
+    """Ground truth of a replay: ``segments`` of ``{"label", "start_us", "end_us"}``.
+    ``extra`` adds header fields (a worker forwarding labels adds ``source_session``)."""
+    return _frames("labels", stream, session, seq, {**(extra or {}), "segments": segments})
 
 
-def encode_end(stream: str, session: str, seq: int, reason: str = "end of source") -> list:
-    return _frames("end", stream, session, seq, {"reason": reason})
+def encode_end(
+    stream: str,
+    session: str,
+    seq: int,
+    reason: str = "end of source",
+    *,
+    extra: dict | None = None,
+) -> list:
+    return _frames("end", stream, session, seq, {**(extra or {}), "reason": reason})
 
 
 def encode_prediction(stream: str, session: str, seq: int, fields: dict) -> list:
     return _frames("prediction", stream, session, seq, fields)
+
+
+def encode_stats(stream: str, session: str, seq: int, fields: dict) -> list:
+    """A worker's counters (see docs/streaming.md); ``stream`` is ``""`` for the worker."""
+    return _frames("stats", stream, session, seq, fields)
+
+
+def encode_preview(
+    stream: str,
+    session: str,
+    seq: int,
+    image: np.ndarray,
+    *,
+    t_start_us: int,
+    t_end_us: int,
+    events_per_count: int = 1,
+) -> list:
+    """A decimated count image of ``[t_start_us, t_end_us)`` of a stream for a display.
+
+    ``image`` is ``uint8 [2, H, W]`` (polarity OFF, ON; saturating counts); one
+    count stands for ``events_per_count`` events when the events were sampled."""
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != 2:
+        raise ValueError(f"preview image must be uint8 [2, H, W], got {image.dtype} {image.shape}")
+    fields = {
+        "width": int(image.shape[2]),
+        "height": int(image.shape[1]),
+        "dtype": "u8-2hw",
+        "t_start_us": int(t_start_us),
+        "t_end_us": int(t_end_us),
+        "events_per_count": int(events_per_count),
+    }
+    return _frames("preview", stream, session, seq, fields) + [memoryview(image).cast("B")]
 
 
 def _buffer(frame) -> memoryview:
@@ -144,12 +191,14 @@ def decode(frames: list) -> Message:
     session = _require(header, "session", str)
     seq = _require(header, "seq", int)
     _require(header, "sent_ns", int)
-    events = None
+    events = image = None
     if message_type == "events":
         events = _decode_event_payload(header, frames)
+    elif message_type == "preview":
+        image = _decode_preview_payload(header, frames)
     elif len(frames) != 2:
         raise WireError("bad_frames", f"{message_type} message with {len(frames)} frames")
-    return Message(message_type, stream, session, seq, header, events)
+    return Message(message_type, stream, session, seq, header, events, image)
 
 
 def _decode_event_payload(header: dict, frames: list) -> np.ndarray:
@@ -170,6 +219,25 @@ def _decode_event_payload(header: dict, frames: list) -> np.ndarray:
             f"({count * EVENT_DTYPE.itemsize} expected)",
         )
     return np.frombuffer(payload, dtype=EVENT_DTYPE)
+
+
+def _decode_preview_payload(header: dict, frames: list) -> np.ndarray:
+    if len(frames) != 3:
+        raise WireError("bad_frames", f"preview message with {len(frames)} frames, expected 3")
+    if header.get("dtype") != "u8-2hw":
+        raise WireError("bad_dtype", f"dtype {header.get('dtype')!r}, expected 'u8-2hw'")
+    width = _require(header, "width", int)
+    height = _require(header, "height", int)
+    if not (0 < width <= MAX_PREVIEW_SIDE and 0 < height <= MAX_PREVIEW_SIDE):
+        raise WireError("bad_field", f"preview of {width}x{height}")
+    payload = _buffer(frames[2])
+    if len(payload) != 2 * width * height:
+        raise WireError(
+            "size_mismatch",
+            f"payload of {len(payload)} bytes for a 2x{height}x{width} preview "
+            f"({2 * width * height} expected)",
+        )
+    return np.frombuffer(payload, dtype=np.uint8).reshape(2, height, width)
 
 
 @dataclass

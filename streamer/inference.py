@@ -1,0 +1,282 @@
+"""One network step per hop on the device at hand: the worker's only contact with torch.
+
+The worker keeps one network state per stream and calls ``runner.step(x, slot)``
+once per compressed step ``x`` (numpy float32 ``[2, H', W']``), getting the
+readout logits ``[num_classes]`` back as numpy. How that step runs depends on
+the device:
+
+* **CPU, eager** (default): ``model.step`` under ``torch.inference_mode()``;
+  the conv layers already run channels_last (models/blocks.py). Threads are
+  set once per process (``configure_threads``; measured in
+  benchmarks/bench_latency.py: the default is 1, see docs/streaming.md).
+* **CPU, ``compile=True``**: ``torch.compile(model.step)``. The first compile
+  takes 14-29 s per input shape here, so it is opt-in and done in
+  ``warmup()``, before the worker subscribes to anything.
+* **CUDA, eager**: as the CPU path on the GPU (one host->device copy of the
+  step, one device->host copy of the logits).
+* **CUDA, ``cuda_graph=True``**: the step is captured once as a CUDA graph
+  over *static* buffers (the input, every state tensor, the logits) and
+  replayed per hop: the launch overhead of ~40 small kernels drops to one
+  replay (a prototype step took 1.8 ms eager and 0.16 ms as a graph on an
+  H100, ENVIRONMENT.md). The graph writes the new state back into the static
+  state buffers, so state stays on the device. With several streams, each has
+  its own device copy of the state and the runner swaps it into the static
+  buffers only when the stream being stepped changes.
+
+The CUDA paths could not be run on the machines where this was written (no
+GPU); they are guarded by ``torch.cuda.is_available()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.networks import ModelConfig, SpikingNet, build_network, get_config
+
+log = logging.getLogger("stcsnn.inference")
+
+DEFAULT_CPU_THREADS = 1  # measured: see docs/streaming.md ("CPU threads")
+
+
+def default_checkpoint_path() -> Path | None:
+    """The project's default N-MNIST checkpoint, or None while it has not been committed.
+
+    The one place that says which checkpoint ``stcsnn worker`` / ``stcsnn demo``
+    use without ``--model``."""
+    try:
+        from models.default_checkpoints import default_checkpoint
+    except ImportError:
+        return None
+    try:
+        return default_checkpoint("nmnist")
+    except FileNotFoundError:
+        return None
+
+
+@dataclass
+class LoadedModel:
+    model: SpikingNet  # eval mode, on the CPU
+    config: ModelConfig
+    description: str  # says where the weights came from
+    trained: bool
+
+
+def load_model(checkpoint: str | os.PathLike | None = None, *, seed: int = 0) -> LoadedModel:
+    """The network of ``checkpoint``, else the default checkpoint, else an untrained one.
+
+    The untrained fallback (N-MNIST shape, weights from ``seed``) keeps the
+    pipeline runnable before any checkpoint exists; its description says that
+    its predictions mean nothing. Raises ``models.checkpoint.CheckpointError``
+    for a checkpoint that cannot be used."""
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+    if path is not None:
+        model, config, extra = load_checkpoint(path, map_location="cpu")
+        accuracy = extra.get("best_accuracy") or extra.get("val_accuracy")
+        note = f", validation accuracy {accuracy:.3f}" if isinstance(accuracy, float) else ""
+        return LoadedModel(model, config, f"{config.name} checkpoint {path}{note}", True)
+    torch.manual_seed(seed)
+    config = get_config("nmnist")
+    model = build_network(config).eval()
+    description = (
+        f"UNTRAINED {config.name} network (seed {seed}; no checkpoint given and no default "
+        "checkpoint committed yet): predictions are meaningless"
+    )
+    return LoadedModel(model, config, description, False)
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch {torch.__version__} sees no GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: only cpu and cuda are supported")
+    return device
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads for this process (None: ``DEFAULT_CPU_THREADS``)."""
+    threads = DEFAULT_CPU_THREADS if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only allowed before any parallel work
+        torch.set_num_interop_threads(1)
+    return threads
+
+
+def _leaves(state) -> list[torch.Tensor]:
+    """The tensors of a (nested NamedTuple) network state, in a fixed order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [leaf for part in state for leaf in _leaves(part)]
+
+
+def _rebuild(template, leaves: list[torch.Tensor]):
+    """A state shaped like ``template`` holding ``leaves`` (inverse of ``_leaves``)."""
+    it = iter(leaves)
+
+    def build(node):
+        if isinstance(node, torch.Tensor):
+            return next(it)
+        children = [build(part) for part in node]
+        return type(node)(*children) if hasattr(node, "_fields") else type(node)(children)
+
+    return build(template)
+
+
+class StreamSlot:
+    """One stream's network state, owned by the runner that made it."""
+
+    def __init__(self, state):
+        self.state = state
+
+
+class StepRunner:
+    """Eager (optionally compiled) step on CPU or CUDA; state lives in each slot."""
+
+    def __init__(self, model: SpikingNet, device: torch.device, *, compile: bool = False):
+        self.model = model.eval().to(device)
+        self.device = device
+        self.config = model.config
+        self.compiled = compile
+        self._step = torch.compile(model.step, dynamic=False) if compile else model.step
+        kind = "compiled" if compile else "eager"
+        self.description = f"{device.type} {kind}"
+        if device.type == "cpu":
+            self.description += f", {torch.get_num_threads()} thread(s)"
+
+    def new_slot(self) -> StreamSlot:
+        with torch.inference_mode():
+            state = self.model.initial_state(1, self.device)
+            # initial_state shares one zero tensor between fields; give each its own.
+            return StreamSlot(_rebuild(state, [t.clone() for t in _leaves(state)]))
+
+    def reset(self, slot: StreamSlot) -> None:
+        with torch.inference_mode():
+            for leaf in _leaves(slot.state):
+                leaf.zero_()
+
+    def release(self, slot: StreamSlot) -> None:
+        """The stream is gone (nothing to do for the eager runner)."""
+
+    def _input(self, x: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        if self.device.type != "cpu":
+            tensor = tensor.to(self.device, non_blocking=False)
+        return tensor.contiguous(memory_format=torch.channels_last)
+
+    def step(self, x: np.ndarray, slot: StreamSlot) -> np.ndarray:
+        """One compressed step ``[2, H', W']`` -> logits ``[num_classes]`` (float32);
+        advances the slot's state."""
+        with torch.inference_mode():
+            logits, slot.state = self._step(self._input(x), slot.state)
+            return logits[0].float().cpu().numpy()
+
+    def warmup(self, steps: int = 3) -> None:
+        """Run a few steps on a scratch state (triggers torch.compile, cuDNN autotune)."""
+        slot = self.new_slot()
+        zeros = np.zeros(self.config.input_shape, dtype=np.float32)
+        for _ in range(steps):
+            self.step(zeros, slot)
+
+
+class CudaGraphRunner(StepRunner):
+    """The step captured once as a CUDA graph over static input/state/logit buffers.
+
+    Per stream, the state lives in the slot (device tensors); the static
+    buffers hold the state of the *resident* stream, the one stepped last.
+    Stepping another stream first copies the resident state out and the new
+    one in (device-to-device copies of a few hundred KB)."""
+
+    def __init__(self, model: SpikingNet, device: torch.device):
+        if device.type != "cuda" or not torch.cuda.is_available():
+            raise ValueError("CUDA graphs need a CUDA device")
+        super().__init__(model, device)
+        self.description = f"cuda graph ({device})"
+        with torch.inference_mode():
+            self._static_x = torch.zeros(1, *self.config.input_shape, device=device).contiguous(
+                memory_format=torch.channels_last
+            )
+            template = self.model.initial_state(1, device)
+            self._template = template
+            self._static_state = [t.clone() for t in _leaves(template)]
+        self._resident: StreamSlot | None = None
+        self._capture()
+
+    def _capture(self) -> None:
+        state = _rebuild(self._template, self._static_state)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):  # warm up outside the graph (allocator, cuDNN choice)
+                self.model.step(self._static_x, state)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self._graph):
+            logits, new_state = self.model.step(self._static_x, state)
+            for static, new in zip(self._static_state, _leaves(new_state), strict=True):
+                if new is not static:  # a state the step leaves as it is (filter off)
+                    static.copy_(new)
+            self._static_logits = logits
+        with torch.inference_mode():
+            for leaf in self._static_state:
+                leaf.zero_()
+
+    def new_slot(self) -> StreamSlot:
+        with torch.inference_mode():
+            return StreamSlot([torch.zeros_like(t) for t in self._static_state])
+
+    def reset(self, slot: StreamSlot) -> None:
+        with torch.inference_mode():
+            targets = self._static_state if self._resident is slot else slot.state
+            for leaf in targets:
+                leaf.zero_()
+
+    def release(self, slot: StreamSlot) -> None:
+        if self._resident is slot:
+            self._resident = None
+
+    def _make_resident(self, slot: StreamSlot) -> None:
+        if self._resident is slot:
+            return
+        if self._resident is not None:
+            for kept, static in zip(self._resident.state, self._static_state, strict=True):
+                kept.copy_(static)
+        for static, incoming in zip(self._static_state, slot.state, strict=True):
+            static.copy_(incoming)
+        self._resident = slot
+
+    def step(self, x: np.ndarray, slot: StreamSlot) -> np.ndarray:
+        with torch.inference_mode():
+            self._make_resident(slot)
+            self._static_x.copy_(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
+            self._graph.replay()
+            return self._static_logits[0].float().cpu().numpy()
+
+
+def make_runner(
+    model: SpikingNet,
+    device: torch.device,
+    *,
+    compile: bool = False,
+    cuda_graph: bool = False,
+) -> StepRunner:
+    """The runner for this device and these options (``cuda_graph`` needs CUDA)."""
+    if cuda_graph:
+        if device.type != "cuda":
+            raise ValueError("--cuda-graph needs a CUDA device")
+        if compile:
+            raise ValueError("choose either --compile or --cuda-graph")
+        return CudaGraphRunner(model, device)
+    return StepRunner(model, device, compile=compile)

@@ -1,0 +1,148 @@
+"""Shared by the streaming tests: real producer/worker processes, a test subscriber,
+an untrained but deterministic checkpoint, N-MNIST playlists, process trees."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+
+from models.checkpoint import save_checkpoint
+from models.networks import build_network, get_config
+from streamer import wire
+from streamer.demo import Child
+from tests.conftest import shared_path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT = r"(tcp://127\.0\.0\.1:\d+)"
+log = logging.getLogger("tests.pipeline")
+
+
+def save_untrained_checkpoint(path: Path, name: str = "nmnist", seed: int = 0, **changes) -> Path:
+    """A seeded, untrained network: deterministic outputs without a training run."""
+    torch.manual_seed(seed)
+    config = get_config(name).with_changes(**changes)
+    model = build_network(config).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so that the test sees them used
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return save_checkpoint(path, model, config)
+
+
+def nmnist_playlist(tmp_path: Path, digits=range(5), per_digit: int = 1) -> Path:
+    """A playlist of real N-MNIST samples (labels come from their ``<digit>/`` folders)."""
+    root = shared_path("nmnist/Train")
+    lines = []
+    for digit in digits:
+        lines += [str(p) for p in sorted((root / str(digit)).glob("*.bin"))[:per_digit]]
+    playlist = tmp_path / "samples.txt"
+    playlist.write_text("\n".join(lines) + "\n")
+    return playlist
+
+
+def start_producer(*args: str, name: str = "producer") -> tuple[Child, str]:
+    """``stcsnn produce`` in its own process on a free port (``--endpoint`` may override)."""
+    argv = ["--endpoint", "tcp://127.0.0.1:0", "--json", "--quiet", *args]
+    child = Child(name, "stcsnn.commands.produce", argv, cwd=str(ROOT))
+    endpoint = child.wait_for(r"publishing .* on " + ENDPOINT, 30).group(1)
+    return child, endpoint
+
+
+def start_worker(connect: str, *args: str, name: str = "worker") -> tuple[Child, str]:
+    """``stcsnn worker`` in its own process, predictions on a free port."""
+    argv = ["--connect", connect, "--bind", "tcp://127.0.0.1:0", "--json", "--quiet", *args]
+    child = Child(name, "stcsnn.commands.worker", argv, cwd=str(ROOT))
+    endpoint = child.wait_for(r"predictions on " + ENDPOINT, 60).group(1)
+    return child, endpoint
+
+
+class Subscriber:
+    """A SUB socket of the test on a worker's predictions."""
+
+    def __init__(self, endpoint: str, topics=(b"",)):
+        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 100_000)
+        for topic in topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self.socket.connect(endpoint)
+        self.stats = wire.WireStats()
+        self.messages: list[wire.Message] = []
+
+    def collect(self, until, timeout_s: float = 20.0, children=()) -> list[wire.Message]:
+        """Receive until ``until(message)`` is true; fail on timeout or a dead child."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = wire.receive(self.socket, self.stats, log, timeout_ms=100)
+            if message is None:
+                for child in children:
+                    if child.returncode not in (None, 0):
+                        raise AssertionError(child.failure(f"exited with {child.returncode}"))
+                continue
+            self.messages.append(message)
+            if until(message):
+                return self.messages
+        tails = "\n".join(child.failure("(still running)") for child in children)
+        raise AssertionError(
+            f"condition not met within {timeout_s} s ({len(self.messages)} messages)\n{tails}"
+        )
+
+    def of_type(self, message_type: str) -> list[wire.Message]:
+        return [m for m in self.messages if m.type == message_type]
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+def predictions_logits(messages) -> np.ndarray:
+    return np.array([m.header["logits"] for m in messages if m.type == "prediction"])
+
+
+def _ppid_and_state(pid: int) -> tuple[int, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[0]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _ppid_and_state(int(entry))
+            if info is not None:
+                children.setdefault(info[0], []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped does not count)."""
+    info = _ppid_and_state(pid)
+    return info is not None and info[1] != "Z"
+
+
+def wait_gone(pids, timeout_s: float = 10.0) -> set[int]:
+    """The pids still alive after waiting up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    left = {pid for pid in pids if alive(pid)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = {pid for pid in left if alive(pid)}
+    return left

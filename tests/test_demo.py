@@ -1,0 +1,188 @@
+"""`stcsnn demo`: the JSON interface on a real N-MNIST replay, clean shutdown on Ctrl-C
+(and when the demo itself is killed), stopping everything when one process fails, and
+the summary's accuracy definitions."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streamer import wire
+from streamer.demo import PredictionLog, summarise
+from tests.pipeline_helpers import (
+    ROOT,
+    descendants,
+    nmnist_playlist,
+    save_untrained_checkpoint,
+    wait_gone,
+)
+
+DEMO = [sys.executable, "-m", "stcsnn.commands.demo"]
+
+
+def _demo(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*DEMO, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def test_demo_replay_json_prints_one_summary_object(tmp_path):
+    playlist = nmnist_playlist(tmp_path, digits=range(4), per_digit=2)
+    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    demo = _demo(
+        "--replay", str(playlist), "--no-dashboard", "--speed", "max", "--json",
+        "--model", str(checkpoint), "--hop-us", "25000",
+    )  # fmt: skip
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    summary = json.loads(lines[0])
+    for key in ("predictions", "hops", "dropped", "latency_ms_p50", "latency_ms_p99"):
+        assert key in summary, key
+    assert summary["predictions"] == summary["hops"] > 8 * 10  # ~300 ms samples, 25 ms hops
+    assert summary["dropped"] == 0 and summary["steps_skipped"] == 0 and summary["lossless"]
+    assert summary["segments"] == 8 and summary["segments_without_prediction"] == 0
+    assert 0.0 <= summary["streaming_accuracy"] <= 1.0
+    assert 0.0 <= summary["hop_accuracy"] <= 1.0
+    assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+    assert summary["hop_us"] == 25_000 and summary["outcome"] == "done"
+    assert "source: replay of" in err
+
+
+def _wait_for_prediction_line(demo: subprocess.Popen, timeout_s: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        if "top-1" in line:
+            return line
+        if demo.poll() is not None:
+            break
+    demo.kill()
+    raise AssertionError(f"no prediction line from the demo: {demo.stderr.read()}")
+
+
+@pytest.fixture
+def synthetic_demo(tmp_path):
+    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    demo = _demo(
+        "--synthetic", "100k", "--no-dashboard", "--model", str(checkpoint), "--hop-us", "20000"
+    )
+    yield demo
+    if demo.poll() is None:
+        demo.kill()
+        demo.wait()
+
+
+def test_ctrl_c_stops_every_process_and_prints_the_summary(synthetic_demo):
+    demo = synthetic_demo
+    _wait_for_prediction_line(demo)
+    children = descendants(demo.pid)
+    assert len(children) >= 2  # producer and worker
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=30)
+    assert demo.returncode == 0, err
+    assert "predictions over" in out
+    assert wait_gone(children, 5) == set()
+
+
+def test_a_killed_demo_takes_its_processes_with_it(synthetic_demo):
+    demo = synthetic_demo
+    _wait_for_prediction_line(demo)
+    children = descendants(demo.pid)
+    assert len(children) >= 2
+    demo.kill()  # SIGKILL: no cleanup code runs in the demo
+    demo.wait()
+    assert wait_gone(children, 10) == set()
+
+
+def test_one_failing_process_stops_the_others(tmp_path):
+    playlist = nmnist_playlist(tmp_path, digits=[1])
+    demo = _demo("--replay", str(playlist), "--json", "--model", str(tmp_path / "missing.pt"))
+    pid = demo.pid
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while demo.poll() is None and time.monotonic() < deadline:
+        seen |= descendants(pid)
+        time.sleep(0.05)
+    out, err = demo.communicate(timeout=30)
+    assert demo.returncode == 1
+    assert "worker exited with code 1" in err and "missing.pt" in err
+    assert json.loads(out)["outcome"] == "failed"
+    assert seen and wait_gone(seen, 5) == set()
+
+
+def test_bad_options_are_refused_before_anything_starts():
+    demo = _demo("--speed", "fast")
+    out, err = demo.communicate(timeout=30)
+    assert demo.returncode == 2 and "speed" in err and not out
+
+
+# --- the summary, on hand-made messages ---------------------------------------------------
+
+
+def _message(message_type: str, stream: str = "s", **header) -> wire.Message:
+    return wire.Message(message_type, stream, "w", 0, {"sent_ns": 0, **header})
+
+
+def test_streaming_accuracy_takes_the_last_hop_ending_within_each_segment():
+    log = PredictionLog()
+    segments = [
+        {"label": 1, "start_us": 0, "end_us": 300},
+        {"label": 2, "start_us": 300, "end_us": 550},
+        {"label": 3, "start_us": 550, "end_us": 560},  # shorter than a hop: no prediction
+    ]
+    log.add(_message("labels", segments=segments), 0)
+    # hops of 100 µs: (t_end, smoothed top-1, raw readout argmax)
+    for t_end, top1, raw in [
+        (100, 0, 1),
+        (200, 1, 1),
+        (300, 1, 1),  # the answer for segment 1: right
+        (400, 1, 2),
+        (500, 1, 2),  # the answer for segment 2: wrong (smoothing lags)
+        (600, 2, 2),  # ends after segment 3 and in no segment: not scored per hop
+    ]:
+        logits = [0.0] * 4
+        logits[raw] = 1.0
+        log.add(
+            _message(
+                "prediction", t_end_us=t_end, top1=top1, logits=logits, hop_us=100,
+                sent_ns=1_000_000, closed_by_sent_ns=2_000_000, timings_ms={"worker": 0.5},
+            ),
+            3_000_000,
+        )  # fmt: skip
+    log.add(_message("end"), 0)
+    accuracy = log.accuracy()
+    assert accuracy == {
+        "segments": 3,
+        "streaming_accuracy": 1 / 3,
+        "segments_without_prediction": 1,
+        "labelled_hops": 5,
+        "hop_accuracy": 2 / 5,
+        "hop_accuracy_unsmoothed": 5 / 5,
+    }
+    summary = summarise(
+        log,
+        {"streams": {"s": {"steps": 7}}, "dropped_events": 3, "steps_skipped": 1},
+        {"dropped_events": 2, "events": 100},
+    )
+    assert summary["predictions"] == 6 and summary["hops"] == 7
+    assert summary["dropped"] == 5 and summary["steps_skipped"] == 1
+    assert summary["latency_ms_p50"] == pytest.approx(2.0)
+    assert summary["closing_latency_ms_p50"] == pytest.approx(1.0)
+
+
+def test_an_unlabelled_stream_has_no_streaming_accuracy():
+    log = PredictionLog()
+    log.add(_message("prediction", t_end_us=1, top1=0, logits=[1.0], sent_ns=0), 1)
+    assert summarise(log, None, None)["streaming_accuracy"] is None

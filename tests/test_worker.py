@@ -1,0 +1,283 @@
+"""The inference worker: its queue policies and step runner in-process, and the real
+`stcsnn worker` process fed by a raw socket of the test with garbage, sequence gaps,
+invalid events, a time jump and a producer restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from models.networks import build_network, get_config
+from streamer import wire
+from streamer.compress import CompressionConfig
+from streamer.events import SensorSize, make_events
+from streamer.inference import (
+    CudaGraphRunner,
+    StepRunner,
+    choose_device,
+    default_checkpoint_path,
+    load_model,
+    make_runner,
+)
+from streamer.worker import (
+    Pending,
+    PendingQueue,
+    WorkerOptions,
+    _Provenance,
+    shard_of,
+    stream_compression,
+)
+from tests.pipeline_helpers import Subscriber, save_untrained_checkpoint, start_worker
+
+
+def _pending(stream: str, count: int, message_type: str = "events", seq: int = 0) -> Pending:
+    events = make_events(np.arange(count), np.zeros(count), np.zeros(count), np.ones(count))
+    header = {"stream": stream}
+    message = wire.Message(
+        message_type, stream, "s", seq, header, events if message_type == "events" else None
+    )
+    return Pending(message, time.time_ns())
+
+
+# --- the queue between the receiving and the processing thread ------------------------
+
+
+def test_drop_policy_keeps_the_newest_events_and_every_control_message():
+    queue = PendingQueue(max_events=100, max_messages=1000, policy="drop")
+    stop = threading.Event()
+    queue.put(_pending("a", 0, "labels"), stop)
+    for seq in range(30):
+        queue.put(_pending("a", 10, seq=seq), stop)
+    queue.put(_pending("a", 0, "end", seq=30), stop)
+    assert queue.peak_events <= 100
+    items = queue.take_all(0)
+    kept = [i.message.seq for i in items if i.message.type == "events"]
+    assert kept == list(range(30 - len(kept), 30))  # the newest, in order
+    assert [i.message.type for i in items][0] == "labels" and items[-1].message.type == "end"
+    assert queue.dropped_events["a"] == 10 * (30 - len(kept))
+    assert queue.dropped_messages["a"] == 30 - len(kept)
+    assert queue.take_all(0) == [] and queue.counts() == (0, 0)
+
+
+def test_drop_policy_drops_a_message_larger_than_the_whole_queue():
+    queue = PendingQueue(max_events=100, max_messages=10, policy="drop")
+    queue.put(_pending("a", 101), threading.Event())
+    assert queue.take_all(0) == [] and queue.dropped_events["a"] == 101
+
+
+def test_block_policy_waits_for_room_and_loses_nothing():
+    queue = PendingQueue(max_events=50, max_messages=1000, policy="block")
+    stop = threading.Event()
+    done = threading.Event()
+
+    def producer():
+        for seq in range(20):
+            queue.put(_pending("a", 10, seq=seq), stop)
+        done.set()
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert not done.is_set()  # blocked at the bound
+    assert queue.counts()[0] <= 50
+    taken = []
+    while not done.is_set() or queue.counts()[1]:
+        taken += queue.take_all(0.05)
+    thread.join(2)
+    assert [i.message.seq for i in taken] == list(range(20))
+    assert sum(queue.dropped_events.values()) == 0 and queue.blocked_s > 0
+
+
+def test_provenance_names_the_last_contributing_and_the_closing_message():
+    provenance = _Provenance(
+        first_us=np.array([0, 10, 20]),
+        last_us=np.array([9, 19, 29]),
+        sent_ns=np.array([100, 200, 300]),
+        received_ns=np.array([110, 210, 310]),
+        before_sent_ns=50,
+        before_received_ns=60,
+    )
+    # A step ending at 15: message 1 holds its last events, message 1 closes it.
+    assert provenance.for_step(15) == (200, 200, 210)
+    # Ending at 20 (exclusive): message 1 holds the last events, message 2 closes it.
+    assert provenance.for_step(20) == (200, 300, 310)
+    # Ending at 0: no message of this push had events before it.
+    assert provenance.for_step(0) == (50, 100, 110)
+    # Ending after every event (closed by advance_to/flush): the last message.
+    assert provenance.for_step(40) == (300, 300, 310)
+
+
+def test_options_shards_and_hop_override():
+    assert stream_compression(CompressionConfig(34, 34, steps=4, window_us=300_000), 10_000) == (
+        CompressionConfig(34, 34, steps=4, window_us=40_000)
+    )
+    ids = [f"cam{i}" for i in range(200)]
+    shards = [shard_of(s, 3) for s in ids]
+    assert set(shards) == {0, 1, 2} and shards == [shard_of(s, 3) for s in ids]  # stable
+    for bad in (
+        dict(connect=[]),
+        dict(connect=["tcp://x:1"], overload="fast"),
+        dict(connect=["tcp://x:1"], shard=(2, 2)),
+        dict(connect=["tcp://x:1"], streams=("a/b",)),
+        dict(connect=["tcp://x:1"], hop_us=0),
+    ):
+        with pytest.raises(ValueError):
+            WorkerOptions(**bad)
+
+
+# --- the step runner ---------------------------------------------------------------------
+
+
+def test_runner_steps_equal_the_clip_forward_and_keep_streams_apart():
+    torch.manual_seed(1)
+    config = get_config("nmnist")
+    model = build_network(config).eval()
+    runner = make_runner(model, choose_device("cpu"))
+    assert isinstance(runner, StepRunner)
+    clip = torch.rand(6, 2, *config.input_shape) * 3  # two streams of 6 steps
+    with torch.no_grad():
+        expected = model(clip).numpy()  # [T, B, classes]
+    a, b = runner.new_slot(), runner.new_slot()
+    for t in range(6):  # interleaved
+        np.testing.assert_allclose(runner.step(clip[t, 0].numpy(), a), expected[t, 0], atol=1e-5)
+        np.testing.assert_allclose(runner.step(clip[t, 1].numpy(), b), expected[t, 1], atol=1e-5)
+    runner.reset(a)
+    np.testing.assert_allclose(runner.step(clip[0, 0].numpy(), a), expected[0, 0], atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_graph_runner_equals_eager_across_interleaved_streams():
+    torch.manual_seed(2)
+    for name in ("nmnist", "dvsgesture"):
+        config = get_config(name)
+        model = build_network(config).eval()
+        copy = build_network(config).eval()
+        copy.load_state_dict(model.state_dict())
+        eager = make_runner(model, torch.device("cuda"))
+        graph = make_runner(copy, torch.device("cuda"), cuda_graph=True)
+        assert isinstance(graph, CudaGraphRunner)
+        slots = [(eager.new_slot(), graph.new_slot()) for _ in range(3)]
+        for t in range(5):
+            for k, (e_slot, g_slot) in enumerate(slots):
+                x = (torch.rand(*config.input_shape) * 3).numpy()
+                expected = eager.step(x, e_slot)
+                np.testing.assert_allclose(graph.step(x, g_slot), expected, rtol=1e-4, atol=1e-4)
+                if t == 2 and k == 1:
+                    eager.reset(e_slot)
+                    graph.reset(g_slot)
+
+
+def test_default_model_is_the_default_checkpoint_or_an_untrained_network():
+    loaded = load_model(None)
+    if default_checkpoint_path() is None:
+        assert not loaded.trained and "UNTRAINED" in loaded.description
+    else:
+        assert loaded.trained and str(default_checkpoint_path()) in loaded.description
+    assert not loaded.model.training
+
+
+# --- the worker process against a raw socket of the test ---------------------------------
+
+SENSOR = SensorSize(34, 34)
+
+
+def _chunk(t0_us: int, count: int = 40, polarity=None) -> np.ndarray:
+    rng = np.random.default_rng(t0_us)
+    return make_events(
+        t0_us + np.sort(rng.integers(0, 1000, count)),
+        rng.integers(0, 34, count),
+        rng.integers(0, 34, count),
+        rng.integers(0, 2, count) if polarity is None else np.full(count, polarity),
+    )
+
+
+def _garbage(header_changes: dict) -> list:
+    frames = wire.encode_events("cam0", "s1", 99, _chunk(0), SENSOR)
+    header = json.loads(bytes(frames[1]))
+    header.update(header_changes)
+    return [frames[0], json.dumps(header).encode(), bytes(frames[2])]
+
+
+def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tmp_path):
+    model = save_untrained_checkpoint(tmp_path / "model.pt")
+    xpub = zmq.Context.instance().socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 0)
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    worker, endpoint = start_worker(
+        f"tcp://127.0.0.1:{port}",
+        "--model", str(model), "--hop-us", "10000", "--lossless", "--wait-subscribers", "1",
+    )  # fmt: skip
+    sub = Subscriber(endpoint)
+    try:
+        assert xpub.poll(30_000), "the worker never subscribed"
+        time.sleep(0.2)  # its three subscriptions (events/, labels/, end/)
+        while xpub.poll(0):
+            xpub.recv()
+
+        def send(frames):
+            xpub.send_multipart(frames)
+            time.sleep(0.001)
+
+        for k in range(30):  # session s1: 0-30 ms
+            send(wire.encode_events("cam0", "s1", k, _chunk(k * 1000), SENSOR))
+        send([b"events/cam0/", b"not json", b"x"])
+        send([b"events/cam0/"])
+        send(_garbage({"v": 2}))
+        send(_garbage({"count": 41}))
+        for k in range(35, 50):  # seq 30-34 missing
+            send(wire.encode_events("cam0", "s1", k, _chunk(k * 1000), SENSOR))
+        send(wire.encode_events("cam0", "s1", 50, _chunk(50_000, 7, polarity=3), SENSOR))
+        for k in range(51, 60):
+            send(wire.encode_events("cam0", "s1", k, _chunk(k * 1000), SENSOR))
+        for k in range(60, 70):  # event time jumps to 5 s
+            send(wire.encode_events("cam0", "s1", k, _chunk(5_000_000 + k * 1000), SENSOR))
+        for k in range(20):  # a restarted producer: session s2, time from 0
+            send(wire.encode_events("cam0", "s2", k, _chunk(k * 1000), SENSOR))
+        send(wire.encode_end("cam0", "s2", 20))
+        sub.collect(lambda m: m.type == "stats" and "cam0" in m.header["ended_streams"], 30)
+        assert worker.returncode is None, "the worker died"
+        worker.signal(signal.SIGINT)
+        assert worker.process.wait(10) == 0
+    finally:
+        sub.close()
+        xpub.close(0)
+        worker.stop()
+    stats = worker.json_output()
+    assert stats["malformed"] == {
+        "bad_header": 1,
+        "short_message": 1,
+        "bad_version": 1,
+        "size_mismatch": 1,
+    }
+    assert stats["gaps"] == {"cam0": 1} and stats["missing_messages"] == {"cam0": 5}
+    assert stats["restarts"] == {"cam0": 1}
+    cam0 = stats["streams"]["cam0"]
+    assert cam0["events_rejected"] == 7
+    assert cam0["resets"] == 2 and cam0["sessions"] == 2 and cam0["ended"] == 1
+    assert cam0["steps"] == cam0["predictions"] == 9 and stats["errors"] == 0
+    predictions = [
+        (m.header["source_session"], m.header["t_end_us"], m.header["step"])
+        for m in sub.of_type("prediction")
+    ]
+    assert predictions == [
+        *[("s1", 10_000 * (k + 1), k) for k in range(6)],  # the last one flushed at the jump
+        ("s1", 5_070_000, 0),  # a new grid after the jump, flushed at the restart
+        ("s2", 10_000, 0),
+        ("s2", 20_000, 1),  # flushed at end
+    ]
+    assert [m.type for m in sub.messages if m.type in ("prediction", "end")][-1] == "end"
+    for message in sub.of_type("prediction"):
+        probs = np.array(message.header["probs"])
+        assert abs(probs.sum() - 1) < 1e-9 and message.header["top1"] == int(np.argmax(probs))
+        assert set(message.header["timings_ms"]) == {
+            "receive", "compress", "infer", "publish", "worker",
+        }  # fmt: skip
+    previews = sub.of_type("preview")
+    assert previews and all(p.image.shape == (2, 34, 34) for p in previews)

@@ -101,9 +101,12 @@ def test_eval_windows_and_refusals(checkpoint, tmp_path, capsys):
     )
     assert result["samples"] == 10 and result["clip"] == "windows"
 
-    args = ["eval", "--dataset", "nmnist", "--root", str(shared_path("nmnist"))]
+    from replay.testdata import write_nmnist_folder
+
+    write_nmnist_folder(tmp_path / "train_only", splits=("Train",), per_class=1)
+    args = ["eval", "--dataset", "nmnist", "--root", str(tmp_path / "train_only")]
     assert main([*args, "--split", "test", "--checkpoint", str(checkpoint)]) == 1
-    assert "Test" in capsys.readouterr().err  # this N-MNIST copy has no Test/ folder
+    assert "Test" in capsys.readouterr().err  # a folder without Test/: named in the error
     assert main([*args, "--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="--checkpoint"):

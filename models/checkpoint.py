@@ -38,11 +38,13 @@ class CheckpointError(ValueError):
 
 def _check_plain(value: Any, where: str) -> None:
     """Raise TypeError unless ``value`` is something weights_only loading accepts."""
-    if isinstance(value, _PLAIN_SCALARS) or isinstance(value, torch.Tensor):
+    # Exact types: a str subclass (e.g. torch.__version__) saves but does not
+    # load with weights_only=True.
+    if type(value) in _PLAIN_SCALARS or isinstance(value, torch.Tensor):
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, (str, int)):
+            if type(key) not in (str, int):
                 raise TypeError(f"{where}: key {key!r} is not str or int")
             _check_plain(item, f"{where}[{key!r}]")
         return

@@ -132,3 +132,11 @@ def test_saving_a_model_with_another_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="model does not match config"):
         save_checkpoint(tmp_path / "m.pt", _trained_model(), SMALL.with_changes(hidden=32))
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_str_subclasses_are_refused_before_they_break_loading(tmp_path):
+    # torch.__version__ is a str subclass: it would save, then fail weights_only loading.
+    with pytest.raises(TypeError, match=r"extra\['torch'\]: TorchVersion cannot be loaded"):
+        save_checkpoint(
+            tmp_path / "m.pt", _trained_model(), SMALL, extra={"torch": torch.__version__}
+        )

@@ -219,15 +219,11 @@ def evaluate_checkpoint(
 
 
 def write_result(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
-    """``result.json`` plus, where matplotlib is installed, ``accuracy_vs_T.png``
-    and ``confusion.png`` in ``out_dir``; returns the paths written by kind."""
+    """``result.json``, ``accuracy_vs_T.png`` and ``confusion.png`` in ``out_dir``;
+    returns the paths written by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(out / "result.json")}
-    try:
-        files.update(plot_result(result, out))
-    except ImportError:
-        files["plots"] = "skipped: matplotlib is not installed (pip install matplotlib)"
+    files = {"json": str(out / "result.json"), **plot_result(result, out)}
     result = {**result, "files": files}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return files
@@ -235,7 +231,7 @@ def write_result(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str
 
 def plot_result(result: dict[str, Any], out: Path) -> dict[str, str]:
     """Accuracy versus T (one point per evaluated T) and the confusion matrix of
-    the first T, as PNGs. Raises ImportError without matplotlib."""
+    the first T, as PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -89,7 +89,6 @@ def test_accuracy_versus_t_with_plots(checkpoint, tmp_path):
     from models.evaluate import write_result
 
     files = write_result(result, tmp_path / "out")
-    pytest.importorskip("matplotlib")
     for kind in ("accuracy_vs_T", "confusion"):
         data = Path(files[kind]).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 1000

@@ -33,6 +33,7 @@ import numpy as np
 from streamer import wire
 
 STALL_AFTER_S = 1.0  # no prediction or preview for longer than this: "stalled"
+WORKER_ALIVE_S = 2.5  # the worker sends stats every second: one within this says it runs
 TIMELINE_SPAN_US = 10_000_000  # stream time kept in the top-1 timeline
 LATENCY_WINDOW = 200  # predictions in the rolling p50/p99
 LATENCY_HISTORY_POINTS = 600  # p50/p99 points kept for the plot
@@ -171,6 +172,7 @@ class DashboardState:
         self.started_s = self.clock()
         self.last_stream_message_s: float | None = None  # prediction or preview
         self.last_message_s: float | None = None  # anything decodable
+        self.last_stats_s: float | None = None  # the worker's stats (about once a second)
 
     @property
     def malformed(self) -> Counter:
@@ -196,6 +198,7 @@ class DashboardState:
         now_s = self.clock()
         self.last_message_s = now_s
         if message.type == "stats":
+            self.last_stats_s = now_s
             self._observe(message)
             self._guarded(self._apply_stats, message, received_ns, now_s)
             return
@@ -410,11 +413,10 @@ class DashboardState:
         idle_s = now_s - self.last_stream_message_s
         if idle_s <= self.stall_after_s:
             return Connection("live", idle_s, "")
-        quiet_s = now_s - self.last_message_s
-        if quiet_s <= self.stall_after_s + 1.0:
+        if self.last_stats_s is not None and now_s - self.last_stats_s <= WORKER_ALIVE_S:
             detail = f"no prediction for {idle_s:.1f} s; worker alive"
         else:
-            detail = f"no message for {quiet_s:.1f} s"
+            detail = f"no message for {now_s - self.last_message_s:.1f} s"
         if self.peers_connected == 0:
             detail += "; publisher disconnected"
         return Connection("stalled", idle_s, detail)

@@ -168,7 +168,9 @@ def test_corrupt_packet_that_makes_dv_processing_loop_is_stopped(tmp_path):
 
 def test_child_that_dies_is_reported_and_closing_stops_it(tmp_path):
     path = tmp_path / "x.aedat4"
-    write_aedat4(path, sample_events(30_000), DVXPLORER)
+    # 3.2 MB of events: more than the 1 MiB pipe holds, so the child cannot have
+    # sent everything and exited before it is killed.
+    write_aedat4(path, sample_events(200_000), DVXPLORER)
     reader = Aedat4Reader(path, chunk_events=1_000)
     next(reader)
     child = reader._process

@@ -1,0 +1,467 @@
+"""The N-MNIST grid of issue 4: accuracy versus T, ablations and cost, by cross-validation.
+
+    .venv/bin/python experiments/nmnist_grid.py run [--groups claim ablation curve] [--folds 5]
+    .venv/bin/python experiments/nmnist_grid.py cost
+    .venv/bin/python experiments/nmnist_grid.py aggregate
+
+Why cross-validation (METHOD.md 6, "Noise first"): on a 100-sample split the
+standard error is about 2 points, as large as the differences we look for. Here
+every configuration is trained k times (stratified k-fold over all 1,000 real
+samples, split seed 0, so every configuration sees the same folds; training
+seed = fold index), and each model predicts its held-out fold once, so every
+sample is predicted once per configuration. The prediction is taken from the
+**last** epoch, not the best one: choosing the epoch on the held-out fold would
+let the test samples pick the model.
+
+``run`` is resumable: a run whose result file exists is skipped, and a run that
+was cut off resumes from its ``last.pt``. One JSON per run goes to
+``experiments/results/nmnist/`` (per-epoch metrics and the held-out
+predictions); checkpoints stay in ``runs/grid/`` (not committed) and are
+deleted once the result is written. ``aggregate`` turns the JSONs into the
+tables of docs/results.md (``experiments/results/nmnist/summary.json`` and
+markdown on stdout) and the accuracy-versus-T plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results" / "nmnist"
+PLOTS = REPO / "docs" / "results"
+RUNS = REPO / "runs" / "grid"
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nmnist"
+SPLIT_SEED = 0
+
+
+# ---------------------------------------------------------------- the grid
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the grid: the full method, the baseline or an ablation."""
+
+    name: str
+    baseline: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("full", label="full method (STC + SCB + MT-LIF K=4, learnable tau)"),
+        Variant("baseline", baseline=True, label="baseline (count frames + LIF K=1, fixed tau)"),
+        Variant("no_stc", changes={"mode": "count"}, label="full - STC (count frames)"),
+        Variant("no_filter", changes={"synaptic_filter": False}, label="full - SCB filter (λ=0)"),
+        Variant("k1", changes={"levels": 1}, label="full - multi-threshold (K=1)"),
+        Variant("fixed_tau", changes={"learnable_tau": False}, label="full - learnable τ (fixed)"),
+    )
+}
+
+# Priority groups: (variant, T) pairs. "claim" answers the paper's claim,
+# "ablation" is cheap (T = 2), "curve" completes accuracy versus T.
+GROUPS: dict[str, list[tuple[str, int]]] = {
+    "claim": [("full", 1), ("full", 2), ("full", 4)]
+    + [("baseline", 1), ("baseline", 2), ("baseline", 4), ("baseline", 16)],
+    "ablation": [("no_stc", 2), ("no_filter", 2), ("k1", 2), ("fixed_tau", 2)],
+    "curve": [("full", 8), ("baseline", 8), ("full", 16)],
+}
+
+
+def run_name(variant: str, steps: int, fold: int, folds: int) -> str:
+    return f"{variant}-T{steps}-fold{fold}of{folds}"
+
+
+def plan(groups: Sequence[str], folds: int) -> list[tuple[str, int, int]]:
+    """``(variant, T, fold)`` in launch order: group by group, and inside a group
+    fold-major, so that a cut-off grid still has every configuration on the
+    first folds."""
+    order = []
+    for group in groups:
+        for fold in range(folds):
+            order += [(v, t, fold) for v, t in GROUPS[group]]
+    return order
+
+
+# ---------------------------------------------------------------- one run
+
+
+def held_out_predictions(checkpoint: Path, root: str, fold: int, folds: int) -> dict[str, list]:
+    """Predictions of ``checkpoint`` on its held-out fold, by index in the full
+    1,000-sample ``Train`` listing (the indices ``stratified_kfold`` deals)."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.data import SplitSpec, cached_clips, clip_loader, open_events, split_parts
+    from models.evaluate import mean_readout
+    from replay.datasets.split import stratified_kfold
+
+    model, config, _ = load_checkpoint(checkpoint, map_location="cpu")
+    model.eval()
+    dataset = open_events("nmnist", root, "train")
+    spec = SplitSpec(folds=folds, fold=fold, seed=SPLIT_SEED)
+    _, val_part = split_parts(dataset, spec)
+    val_idx = stratified_kfold(dataset.labels, folds, seed=SPLIT_SEED)[fold][1]
+    clips = cached_clips(val_part, config.compression, "whole", name="nmnist-val")
+    loader = clip_loader(clips, batch_size=128, train=False, workers=0)
+    predicted, labels = [], []
+    with torch.no_grad():
+        for batch in loader:
+            readout = mean_readout(model(batch.clips), batch.steps)
+            predicted += readout.argmax(1).tolist()
+            labels += batch.labels.tolist()
+    if labels != dataset.labels[val_idx].tolist():
+        raise RuntimeError(f"{checkpoint}: held-out clips are not in fold order")
+    return {"index": val_idx.tolist(), "label": labels, "predicted": predicted}
+
+
+def run_one(variant: str, steps: int, fold: int, folds: int, epochs: int, root: str) -> Path:
+    """Train one (variant, T, fold), write its result JSON, delete its checkpoints."""
+    from models.data import SplitSpec
+    from models.train import TrainConfig, train
+
+    out = RESULTS / f"{run_name(variant, steps, fold, folds)}.json"
+    if out.is_file():
+        return out
+    v = VARIANTS[variant]
+    run_dir = RUNS / run_name(variant, steps, fold, folds)
+    tc = TrainConfig(
+        dataset="nmnist",
+        root=root,
+        baseline=v.baseline,
+        changes={"steps": steps, **v.changes},
+        epochs=epochs,
+        seed=fold,
+        split=SplitSpec(folds=folds, fold=fold, seed=SPLIT_SEED),
+        out=str(run_dir),
+        resume=True,
+        device="cpu",
+    )
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    summary = train(tc, log=lambda message: print(message, flush=True))
+    wall_s = time.perf_counter() - started
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    predictions = held_out_predictions(run_dir / "last.pt", root, fold, folds)
+    correct = sum(
+        p == y for p, y in zip(predictions["predicted"], predictions["label"], strict=True)
+    )
+    result = {
+        "variant": variant,
+        "T": steps,
+        "fold": fold,
+        "folds": folds,
+        "seed": fold,
+        "split_seed": SPLIT_SEED,
+        "epochs": epochs,
+        "train_config": tc.to_dict(),
+        "model_config": tc.model_config().to_dict(),
+        "held_out_accuracy_last_epoch": correct / len(predictions["label"]),
+        "best_val_accuracy_any_epoch": summary["best_val_accuracy"],
+        "best_epoch": summary["best_epoch"],
+        "metrics": metrics,
+        "predictions": predictions,
+        "wall_s_this_process": wall_s,
+        "loadavg_at_start": list(load_before),
+        "loadavg_at_end": list(os.getloadavg()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result) + "\n")
+    tmp.replace(out)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def standard_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` measured on ``n`` samples."""
+    return math.sqrt(p * (1.0 - p) / n) if n else float("nan")
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "no difference" the discordant
+    pairs (right for one model, wrong for the other) split like a fair coin."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def pooled(runs: Sequence[dict]) -> dict[str, Any]:
+    """Pooled and per-fold accuracy of one configuration's runs (one per fold)."""
+    right = np.concatenate(
+        [np.equal(r["predictions"]["predicted"], r["predictions"]["label"]) for r in runs]
+    )
+    n = int(right.size)
+    p = float(right.mean()) if n else float("nan")
+    per_fold = [float(r["held_out_accuracy_last_epoch"]) for r in runs]
+    best_any = [float(r["best_val_accuracy_any_epoch"]) for r in runs]
+    return {
+        "folds_done": sorted(int(r["fold"]) for r in runs),
+        "samples": n,
+        "accuracy": p,
+        "se": standard_error(p, n),
+        "fold_mean": statistics.fmean(per_fold) if per_fold else float("nan"),
+        "fold_std": statistics.stdev(per_fold) if len(per_fold) > 1 else float("nan"),
+        "best_epoch_fold_mean": statistics.fmean(best_any) if best_any else float("nan"),
+    }
+
+
+def correct_by_sample(runs: Sequence[dict]) -> dict[int, bool]:
+    out = {}
+    for r in runs:
+        pred = r["predictions"]
+        for i, p, y in zip(pred["index"], pred["predicted"], pred["label"], strict=True):
+            out[int(i)] = p == y
+    return out
+
+
+def paired(runs_a: Sequence[dict], runs_b: Sequence[dict]) -> dict[str, Any]:
+    """McNemar comparison of two configurations on the samples both predicted."""
+    a, b = correct_by_sample(runs_a), correct_by_sample(runs_b)
+    common = sorted(set(a) & set(b))
+    only_a = sum(a[i] and not b[i] for i in common)
+    only_b = sum(b[i] and not a[i] for i in common)
+    n = len(common)
+    return {
+        "samples": n,
+        "accuracy_a": sum(a[i] for i in common) / n if n else float("nan"),
+        "accuracy_b": sum(b[i] for i in common) / n if n else float("nan"),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "p_value": mcnemar_exact_p(only_a, only_b),
+    }
+
+
+# ---------------------------------------------------------------- aggregate
+
+
+def load_results(folder: Path = RESULTS) -> dict[tuple[str, int], list[dict]]:
+    by_config: dict[tuple[str, int], list[dict]] = {}
+    for path in sorted(folder.glob("*-fold*of*.json")):
+        r = json.loads(path.read_text())
+        by_config.setdefault((r["variant"], int(r["T"])), []).append(r)
+    return by_config
+
+
+def _epoch_times(runs: Sequence[dict]) -> dict[str, float]:
+    train_s = [m["train_time_s"] for r in runs for m in r["metrics"]]
+    return {
+        "train_epoch_s_median": statistics.median(train_s),
+        "train_epoch_s_min": min(train_s),
+        "train_samples": len(runs[0]["predictions"]["index"]) * (runs[0]["folds"] - 1),
+    }
+
+
+def _fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def aggregate(folder: Path = RESULTS, plot_dir: Path = PLOTS) -> dict[str, Any]:
+    """Tables (markdown, printed) and summary.json; the accuracy-versus-T plot."""
+    by_config = load_results(folder)
+    summary: dict[str, Any] = {"configs": {}, "comparisons": []}
+    for (variant, steps), runs in sorted(by_config.items()):
+        entry = {"variant": variant, "T": steps, **pooled(runs), **_epoch_times(runs)}
+        summary["configs"][f"{variant}-T{steps}"] = entry
+
+    def compare(a: tuple[str, int], b: tuple[str, int], why: str) -> None:
+        if a in by_config and b in by_config:
+            entry = paired(by_config[a], by_config[b])
+            summary["comparisons"].append(
+                {"a": f"{a[0]}-T{a[1]}", "b": f"{b[0]}-T{b[1]}", "why": why, **entry}
+            )
+
+    for t in (1, 2, 4):
+        compare(("full", t), ("baseline", 16), "claim: full at T<=4 vs baseline at T=16")
+    for t in (1, 2, 4, 8, 16):
+        compare(("full", t), ("baseline", t), "full vs baseline at equal T")
+    for v in ("no_stc", "no_filter", "k1", "fixed_tau"):
+        compare(("full", 2), (v, 2), "ablation at T=2")
+    cost_path = folder / "cost.json"
+    if cost_path.is_file():
+        summary["cost"] = json.loads(cost_path.read_text())
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(markdown(summary))
+    plot_accuracy_vs_t(summary, plot_dir / "nmnist_accuracy_vs_T.png")
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = ["| config | T | folds | samples | pooled accuracy ± SE | fold mean ± std |"]
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for entry in summary["configs"].values():
+        lines.append(
+            f"| {entry['variant']} | {entry['T']} | {len(entry['folds_done'])} |"
+            f" {entry['samples']} | {entry['accuracy']:.3f} ± {entry['se']:.3f} |"
+            f" {entry['fold_mean']:.3f} ± {entry['fold_std']:.3f} |"
+        )
+    lines += ["", "| A | B | samples | acc A | acc B | only A right | only B right | p |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in summary["comparisons"]:
+        lines.append(
+            f"| {c['a']} | {c['b']} | {c['samples']} | {c['accuracy_a']:.3f} |"
+            f" {c['accuracy_b']:.3f} | {c['only_a_right']} | {c['only_b_right']} |"
+            f" {_fmt_p(c['p_value'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_t(summary: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for variant, colour in (("full", "tab:blue"), ("baseline", "tab:orange")):
+        points = sorted(
+            (e["T"], e["accuracy"], e["se"])
+            for e in summary["configs"].values()
+            if e["variant"] == variant
+        )
+        if points:
+            ts, acc, se = zip(*points, strict=True)
+            ax.errorbar(
+                ts, acc, yerr=se, marker="o", capsize=3, color=colour, label=VARIANTS[variant].label
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
+    ax.set_xlabel("T (steps per 300 ms window; hop = 300 ms / T)")
+    ax.set_ylabel("accuracy (5-fold CV, ± SE)")
+    ax.set_title("N-MNIST, 1,000 real samples")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- cost
+
+
+def measure_cost(root: str, steps_list: Sequence[int], repeats: int = 200) -> dict[str, Any]:
+    """Streaming step wall time, batch 1, one CPU thread, on real compressed
+    N-MNIST steps (median of ``repeats``); the step does not depend on T except
+    through its input, so a window costs T steps."""
+    import torch
+
+    from models.data import SplitSpec, cached_clips, open_events, split_parts
+    from models.networks import build_network, get_config, plain_lif_baseline
+
+    torch.set_num_threads(1)
+    dataset = open_events("nmnist", root, "train")
+    _, val_part = split_parts(dataset, SplitSpec(validation_count=20, seed=SPLIT_SEED))
+    rows = []
+    for variant in ("full", "baseline"):
+        for steps in steps_list:
+            config = get_config("nmnist").with_changes(steps=steps)
+            if variant == "baseline":
+                config = plain_lif_baseline(config)
+            torch.manual_seed(0)
+            net = build_network(config).eval()
+            clips = cached_clips(val_part, config.compression, "whole", name="nmnist-val")
+            inputs = [clips[i][0] for i in range(len(clips))]
+            step_inputs = [x[k : k + 1] for x in inputs for k in range(x.shape[0])]
+            times = []
+            with torch.no_grad():
+                state = net.initial_state(1)
+                for i in range(repeats + 10):
+                    x = step_inputs[i % len(step_inputs)]
+                    started = time.perf_counter()
+                    _, state = net.step(x, state)
+                    if i >= 10:
+                        times.append((time.perf_counter() - started) * 1e3)
+            step_ms = statistics.median(times)
+            rows.append(
+                {
+                    "variant": variant,
+                    "T": steps,
+                    "hop_ms": config.compression.step_us / 1e3,
+                    "step_ms_median": step_ms,
+                    "step_ms_p10": float(np.percentile(times, 10)),
+                    "step_ms_p90": float(np.percentile(times, 90)),
+                    "window_ms": step_ms * steps,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return {
+        "threads": 1,
+        "batch": 1,
+        "repeats": repeats,
+        "torch": torch.__version__,
+        "loadavg": list(os.getloadavg()),
+        "rows": rows,
+    }
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train the grid (resumable)")
+    run.add_argument(
+        "--groups", nargs="+", default=["claim", "ablation", "curve"], choices=list(GROUPS)
+    )
+    run.add_argument("--folds", type=int, default=5)
+    run.add_argument("--epochs", type=int, default=12)
+    run.add_argument("--root", default=str(DEFAULT_ROOT))
+    run.add_argument(
+        "--stop-at", type=float, default=None, help="unix time after which no new run is launched"
+    )
+    cost = sub.add_parser("cost", help="streaming step wall time, batch 1, 1 thread")
+    cost.add_argument("--root", default=str(DEFAULT_ROOT))
+    cost.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    sub.add_parser("aggregate", help="tables, summary.json and the plot")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        for variant, steps, fold in plan(args.groups, args.folds):
+            if args.stop_at is not None and time.time() > args.stop_at:
+                print("stop time reached: no new runs", flush=True)
+                break
+            name = run_name(variant, steps, fold, args.folds)
+            if (RESULTS / f"{name}.json").is_file():
+                continue
+            print(f"=== {name} ({time.strftime('%H:%M:%S')})", flush=True)
+            out = run_one(variant, steps, fold, args.folds, args.epochs, args.root)
+            r = json.loads(out.read_text())
+            print(
+                f"=== {name}: held-out {r['held_out_accuracy_last_epoch']:.3f}"
+                f" in {r['wall_s_this_process']:.0f} s",
+                flush=True,
+            )
+    elif args.command == "cost":
+        result = measure_cost(args.root, args.steps)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "cost.json").write_text(json.dumps(result, indent=1) + "\n")
+    else:
+        aggregate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

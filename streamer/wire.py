@@ -136,11 +136,14 @@ def encode_preview(
     t_start_us: int,
     t_end_us: int,
     events_per_count: int = 1,
+    events: int | None = None,
 ) -> list:
     """A decimated count image of ``[t_start_us, t_end_us)`` of a stream for a display.
 
     ``image`` is ``uint8 [2, H, W]`` (polarity OFF, ON; saturating counts); one
-    count stands for ``events_per_count`` events when the events were sampled."""
+    count stands for ``events_per_count`` events when the events were sampled.
+    ``events`` is the exact number of events the image summarises (the image
+    saturates, so its sum can be lower)."""
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != 2:
         raise ValueError(f"preview image must be uint8 [2, H, W], got {image.dtype} {image.shape}")
@@ -151,6 +154,9 @@ def encode_preview(
         "t_start_us": int(t_start_us),
         "t_end_us": int(t_end_us),
         "events_per_count": int(events_per_count),
+        "events": int(image.sum(dtype=np.int64)) * int(events_per_count)
+        if events is None
+        else int(events),
     }
     return _frames("preview", stream, session, seq, fields) + [memoryview(image).cast("B")]
 

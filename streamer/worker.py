@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import resource
 import threading
 import time
 import uuid
@@ -137,17 +136,27 @@ def stream_compression(config: CompressionConfig, hop_us: int | None) -> Compres
     return dataclasses.replace(config, window_us=int(hop_us) * config.steps)
 
 
-def rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc), in MiB."""
+def _proc_status_mb(field_name: str) -> float:
+    """A memory field of /proc/self/status (Linux) in MiB, NaN elsewhere."""
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
-        return float("nan")
+        pass
+    return float("nan")
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MiB."""
+    return _proc_status_mb("VmRSS")
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process, in MiB. (``getrusage``'s ``ru_maxrss``
+    would carry over the parent's peak across fork and exec: wrong for a child.)"""
+    return _proc_status_mb("VmHWM")
 
 
 # --- the bounded queue between the two threads ---------------------------------------
@@ -764,6 +773,7 @@ class Worker:
             t_start_us=state.preview_start_us,
             t_end_us=state.last_event_us + 1,
             events_per_count=state.preview_stride,
+            events=state.preview_events,
         )
         self._send(frames, state.stream)
         state.preview[:] = 0

@@ -281,3 +281,22 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
         }  # fmt: skip
     previews = sub.of_type("preview")
     assert previews and all(p.image.shape == (2, 34, 34) for p in previews)
+    assert sum(p.header["events"] for p in previews) == (30 + 15 + 9 + 10 + 20) * 40
+
+
+def test_preview_and_stats_messages_round_trip_and_bad_previews_are_refused():
+    image = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    frames = wire.encode_preview("cam0", "w", 3, image, t_start_us=5, t_end_us=9)
+    message = wire.decode(frames)
+    assert message.type == "preview" and message.header["events"] == int(image.sum())
+    np.testing.assert_array_equal(message.image, image)
+    assert wire.decode(wire.encode_stats("", "w", 0, {"errors": 0})).header["errors"] == 0
+    header = json.loads(bytes(frames[1]))
+    for changes, reason in (({"width": 5}, "size_mismatch"), ({"dtype": "f4"}, "bad_dtype")):
+        bad = [frames[0], json.dumps({**header, **changes}).encode(), bytes(frames[2])]
+        with pytest.raises(wire.WireError, match=reason):
+            wire.decode(bad)
+    with pytest.raises(wire.WireError, match="bad_frames"):
+        wire.decode(frames[:2])
+    with pytest.raises(ValueError):
+        wire.encode_preview("cam0", "w", 0, image.astype(np.uint16), t_start_us=0, t_end_us=1)

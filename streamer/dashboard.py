@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def protect_singletons_from_refcount_leak() -> bool:
 SINGLETONS_PROTECTED = protect_singletons_from_refcount_leak()
 DEFAULT_FPS = 30
 WINDOW_SIZE = (1200, 760)
+FRAME_TIMES_KEPT = 100_000
 LATENCY_SPAN_S = 60.0  # wall time shown in the latency plot
 NAME_CHARS = 16  # class names on the timeline's axis are cut to this
 CONNECTION_COLOURS = {
@@ -154,7 +156,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.frames_drawn = 0
         self.images_drawn = 0
         self.ticks = 0
-        self._frame_times: list[float] = []
+        self.frame_times: deque[float] = deque(maxlen=FRAME_TIMES_KEPT)  # frames drawn
         self._drawn = {"prediction": -1, "latency": -1}
         self._names: list[str] = []
         self.resize(*WINDOW_SIZE)
@@ -275,14 +277,30 @@ class DashboardWindow(QtWidgets.QMainWindow):
             drew |= self._draw_latency()
             if drew:
                 self.frames_drawn += 1
-                now = time.monotonic()
-                self._frame_times.append(now)
-                self._frame_times = [t for t in self._frame_times if t > now - 1.0]
+                self.frame_times.append(time.monotonic())
         self._draw_status()
 
     def display_fps(self) -> float:
         """Frames that changed something over the last second."""
-        return float(len(self._frame_times))
+        since = time.monotonic() - 1.0
+        count = 0
+        for t in reversed(self.frame_times):
+            if t <= since:
+                break
+            count += 1
+        return float(count)
+
+    def frame_timing(self) -> dict:
+        """Rate and intervals of the frames drawn, from the first to the last."""
+        times = np.fromiter(self.frame_times, np.float64)
+        if len(times) < 3:
+            return {"frames_per_s": None, "frame_interval_ms_p50": None}
+        intervals_ms = np.diff(times) * 1e3
+        return {
+            "frames_per_s": round((len(times) - 1) / (times[-1] - times[0]), 2),
+            "frame_interval_ms_p50": round(float(np.percentile(intervals_ms, 50)), 2),
+            "frame_interval_ms_p99": round(float(np.percentile(intervals_ms, 99)), 2),
+        }
 
     def _draw_image(self) -> bool:
         image = self.state.take_image()
@@ -332,12 +350,15 @@ class DashboardWindow(QtWidgets.QMainWindow):
             width=probs,
             brushes=brushes,
         )
-        t_s, top1, truth = state.timeline_arrays()
+        t_s, top1, _ = state.timeline_arrays()
         self.top1_curve.setData(t_s, top1)
-        self.truth_curve.setData(t_s, truth, connect="finite")
         if len(t_s):
-            right = t_s[-1]
-            self.timeline_plot.setXRange(right - state.timeline_span_us / 1e6, right, padding=0)
+            right_us = state.timeline[-1].t_end_us
+            left_us = right_us - state.timeline_span_us
+            self.truth_curve.setData(*state.truth_steps(left_us, right_us), connect="finite")
+            self.timeline_plot.setXRange(left_us / 1e6, right_us / 1e6, padding=0)
+        else:
+            self.truth_curve.setData([], [])
         return True
 
     def _draw_latency(self) -> bool:
@@ -411,11 +432,12 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def _draw_status(self) -> None:
         connection = self.state.connection()
-        self.connection_label.setText(connection.state.upper())
-        colour = CONNECTION_COLOURS.get(connection.state, "#6d6d6d")
-        self.connection_label.setStyleSheet(
-            f"QLabel {{ background: {colour}; color: white; font-weight: bold; padding: 2px; }}"
-        )
+        if self.connection_label.text() != connection.state.upper():
+            self.connection_label.setText(connection.state.upper())
+            colour = CONNECTION_COLOURS.get(connection.state, "#6d6d6d")
+            self.connection_label.setStyleSheet(  # restyling is costly: only on a change
+                f"QLabel {{ background: {colour}; color: white; font-weight: bold; padding: 2px; }}"
+            )
         self.status_label.setText(self.status_text())
         self.counters_label.setText(self.counters_text())
         self.setWindowTitle(self.title_text())
@@ -494,7 +516,7 @@ def run_dashboard(
             "cpu_s": round(time.process_time() - cpu_started, 3),
             "frames_drawn": window.frames_drawn,
             "ticks": window.ticks,
-            "frames_per_s": round(window.frames_drawn / wall_s, 2) if wall_s > 0 else 0.0,
+            **window.frame_timing(),
             "messages": feed.messages,
             "received": dict(state.wire_stats.received),
             "malformed": dict(state.malformed),

@@ -296,9 +296,11 @@ class DashboardState:
         self.last_stream_message_s = now_s
         self.ended_reason = None
         if isinstance(t_start_us, int) and isinstance(t_end_us, int) and t_end_us > t_start_us:
-            per_count = message.header.get("events_per_count", 1)
-            per_count = per_count if isinstance(per_count, int) and per_count > 0 else 1
-            events = int(message.image.sum(dtype=np.int64)) * per_count
+            events = message.header.get("events")  # exact; the image saturates
+            if not isinstance(events, int) or isinstance(events, bool) or events < 0:
+                per_count = message.header.get("events_per_count", 1)
+                per_count = per_count if isinstance(per_count, int) and per_count > 0 else 1
+                events = int(message.image.sum(dtype=np.int64)) * per_count
             self._preview_events.append((now_s, events, t_end_us - t_start_us))
             while self._preview_events and self._preview_events[0][0] < now_s - RATE_WINDOW_S:
                 self._preview_events.popleft()
@@ -380,7 +382,8 @@ class DashboardState:
         }
 
     def preview_events_per_s(self) -> float | None:
-        """Events/s seen in the previews (a lower bound: counts saturate at 255)."""
+        """Events/s the previews summarised (their ``events`` field, else their counts,
+        a lower bound since counts saturate at 255)."""
         covered_us = sum(span for _, _, span in self._preview_events)
         if not covered_us:
             return None
@@ -399,6 +402,18 @@ class DashboardState:
             (math.nan if e.truth is None else e.truth for e in entries), np.float64, len(entries)
         )
         return t_s, top1, truth
+
+    def truth_steps(self, t_from_us: int, t_to_us: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ground truth over ``[t_from_us, t_to_us]`` as a step line: (s, class) with
+        NaN between segments, so a plot draws each segment flat from start to end."""
+        x: list[float] = []
+        y: list[float] = []
+        for start_us, end_us, label in self.segments:
+            if end_us < t_from_us or start_us > t_to_us:
+                continue
+            x += [start_us / 1e6, end_us / 1e6, math.nan]
+            y += [label, label, math.nan]
+        return np.asarray(x, np.float64), np.asarray(y, np.float64)
 
     def connection(self, now_s: float | None = None) -> Connection:
         now_s = self.clock() if now_s is None else now_s

@@ -191,8 +191,9 @@ def test_draws_image_bars_timeline_latency_and_status(running, tmp_path):
     t_s, top1 = window.top1_curve.getData()
     np.testing.assert_allclose(t_s, [0.25, 1.25])
     np.testing.assert_allclose(top1, [3, 9])
-    _, truth = window.truth_curve.getData()
-    np.testing.assert_allclose(truth, [3, 8])
+    truth_s, truth = window.truth_curve.getData()
+    np.testing.assert_allclose(truth_s, [0.0, 1.0, np.nan, 1.0, 2.0, np.nan])
+    np.testing.assert_allclose(truth, [3, 3, np.nan, 8, 8, np.nan])
     # Latency (producer sent -> received here, ~3 ms) and the status lines.
     p50, _ = state.latency_percentiles_ms()
     assert 3.0 <= p50 < 100.0

@@ -3,6 +3,8 @@ dashboard would show out; odd contents are counted, never raised."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,9 @@ def prediction(seq, t_end_us, probs, *, stream="s1", session="w1", sent_ns=None,
     return decoded(wire.encode_prediction(stream, session, seq, fields))
 
 
-def preview(seq, image, *, stream="s1", t_start_us=0, t_end_us=33_000, per_count=1):
+def preview(seq, image, *, stream="s1", t_start_us=0, t_end_us=33_000, per_count=1, events=-1):
+    """A preview message; ``events`` sets the header's exact count (None: no such field,
+    -1: what the encoder writes)."""
     frames = wire.encode_preview(
         stream,
         "w1",
@@ -58,6 +62,12 @@ def preview(seq, image, *, stream="s1", t_start_us=0, t_end_us=33_000, per_count
         t_end_us=t_end_us,
         events_per_count=per_count,
     )
+    if events != -1:
+        header = json.loads(bytes(frames[1]))
+        header.pop("events", None)
+        if events is not None:
+            header["events"] = events
+        frames = [frames[0], json.dumps(header).encode(), frames[2]]
     return decoded(frames)
 
 
@@ -111,6 +121,9 @@ def test_ground_truth_missing_outside_label_segments():
     _, _, truth = state.timeline_arrays()
     assert truth[0] == 1 and np.isnan(truth[1]) and truth[2] == 0
     assert state.scored == 2 and state.correct == 1
+    x_s, y = state.truth_steps(400_000, 2_000_000)  # the first segment ends before the view
+    np.testing.assert_allclose(x_s, [0.5, 0.8, np.nan])
+    np.testing.assert_allclose(y, [0, 0, np.nan])
 
 
 def test_timeline_keeps_only_its_span_and_restarts_with_a_new_producer_session():
@@ -141,8 +154,11 @@ def test_events_per_s_from_worker_stats_else_from_previews():
     state = DashboardState()
     image = np.zeros((2, 4, 4), np.uint8)
     image[1, 0, :] = 10  # 40 counts x 5 events per count = 200 events in 10 ms
-    state.apply(preview(1, image, t_start_us=0, t_end_us=10_000, per_count=5))
+    # Without the exact count, events/s is estimated from the image.
+    state.apply(preview(1, image, t_start_us=0, t_end_us=10_000, per_count=5, events=None))
     assert state.rate_per_s() == pytest.approx(20_000)
+    state.apply(preview(2, image, t_start_us=10_000, t_end_us=20_000, events=3_000))
+    assert state.rate_per_s() == pytest.approx((200 + 3_000) / 0.02)
     state.apply(stats(1, uptime_s=1.0, events_received={"s1": 1_000}))
     state.apply(stats(2, uptime_s=3.0, events_received={"s1": 2_001_000}))
     assert state.rate_per_s() == pytest.approx(1_000_000)

@@ -1,0 +1,332 @@
+"""The dashboard under load: its refresh rate and CPU, and the worker's latency with and
+without it attached, in one run of producer -> worker at 1 M events/s.
+
+    .venv/bin/python benchmarks/bench_dashboard.py [--phase-s 10] [--rate 1M]
+    .venv/bin/python benchmarks/bench_dashboard.py --screenshot-only   # docs/dashboard.png
+
+Writes benchmarks/results/dashboard.json (and docs/dashboard.png).
+
+Load case: ``stcsnn produce --synthetic 1M --speed 1`` -> ``stcsnn worker`` (the
+default checkpoint, CPU) as separate processes on loopback, and a subscriber in
+this process that takes every prediction (and the worker's stats) and computes
+the processing latency the way the streaming benchmark does: prediction
+received minus ``sent_ns`` of the last events message in it. The run has three
+phases of ``--phase-s`` seconds: no dashboard, ``stcsnn dashboard`` attached
+(started ``--warmup-s`` before its phase so that its imports are not counted),
+and detached again. Per phase: latency p50/p99, predictions/s, events/s and
+drops from the worker's stats, CPU of each process from /proc; for the
+dashboard also its own summary (frames drawn per second, frame intervals).
+
+Screenshot: a real-time replay of shuffled real N-MNIST training samples
+through producer -> worker -> ``stcsnn dashboard --screenshot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from replay.paths import data_root  # noqa: E402
+from streamer import wire  # noqa: E402
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+ENDPOINT = re.compile(r"(tcp://127\.0\.0\.1:\d+)")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+
+class Process:
+    """A stcsnn command as a child process; stderr kept, endpoints found in it."""
+
+    def __init__(self, name: str, module: str, args: list[str]):
+        self.name = name
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.stderr: list[str] = []
+        self.stdout = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.stderr.append(line.rstrip())
+
+    def wait_for(self, pattern: str, timeout_s: float = 120.0) -> re.Match:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            for line in self.stderr[seen:]:
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            seen = len(self.stderr)
+            if self.process.poll() is not None:
+                time.sleep(0.2)
+                if seen == len(self.stderr):
+                    raise RuntimeError(f"{self.name} exited: " + "\n".join(self.stderr[-10:]))
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: no line matching {pattern!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout_s: float = 15.0) -> str:
+        """SIGINT (the commands' clean stop), then wait; returns stdout."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.stdout, _ = self.process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.stdout, _ = self.process.communicate()
+        return self.stdout
+
+
+class PredictionLog(threading.Thread):
+    """Every prediction and stats message of the worker, time-stamped on arrival."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(daemon=True)
+        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        for message_type in ("prediction", "stats"):
+            self.socket.setsockopt(zmq.SUBSCRIBE, wire.topic(message_type))
+        self.socket.connect(endpoint)
+        self.predictions: list[tuple[float, float, float]] = []  # (mono s, latency ms, infer)
+        self.stats: list[tuple[float, dict]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        wire_stats = wire.WireStats()
+        log = _QuietLog()
+        while not self.stop_event.is_set():
+            message = wire.receive(self.socket, wire_stats, log, timeout_ms=100)
+            if message is None:
+                continue
+            now_ns = time.time_ns()
+            if message.type == "prediction":
+                latency_ms = (now_ns - int(message.header["sent_ns"])) / 1e6
+                infer_ms = float(message.header.get("timings_ms", {}).get("infer", np.nan))
+                self.predictions.append((time.monotonic(), latency_ms, infer_ms))
+            else:
+                self.stats.append((time.monotonic(), message.header))
+        self.socket.close(0)
+
+    def phase(self, start_s: float, end_s: float, stream: str) -> dict:
+        rows = [p for p in self.predictions if start_s <= p[0] < end_s]
+        latency = np.asarray([p[1] for p in rows])
+        infer = np.asarray([p[2] for p in rows])
+        stats = [s for t, s in self.stats if start_s <= t < end_s]
+        result = {
+            "predictions": len(rows),
+            "predictions_per_s": round(len(rows) / (end_s - start_s), 2),
+            "latency_ms_p50": round(float(np.percentile(latency, 50)), 2) if len(rows) else None,
+            "latency_ms_p99": round(float(np.percentile(latency, 99)), 2) if len(rows) else None,
+            "infer_ms_p50": round(float(np.nanpercentile(infer, 50)), 3) if len(rows) else None,
+        }
+        if len(stats) >= 2:
+            first, last = stats[0], stats[-1]
+            span_s = last["uptime_s"] - first["uptime_s"]
+            received = [s.get("events_received", {}).get(stream, 0) for s in (first, last)]
+            result["events_per_s"] = round((received[1] - received[0]) / span_s)
+            for name in ("dropped_events", "steps_skipped", "predictions_dropped"):
+                result[name] = last.get(name, 0) - first.get(name, 0)
+        return result
+
+
+class _QuietLog:
+    def warning(self, *args) -> None:
+        pass
+
+
+def run_load(args: argparse.Namespace) -> dict:
+    phase_s, warmup_s = args.phase_s, args.warmup_s
+    producer = Process(
+        "producer",
+        "stcsnn.commands.produce",
+        ["--synthetic", args.rate, "--speed", "1", "--endpoint", "tcp://127.0.0.1:0"]
+        + ["--stream-id", "synthetic", "--wait-subscribers", "1", "--quiet"],
+    )
+    processes = [producer]
+    log = None
+    try:
+        producer_endpoint = producer.wait_for(r"publishing .* on " + ENDPOINT.pattern).group(1)
+        worker = Process(
+            "worker",
+            "stcsnn.commands.worker",
+            ["--connect", producer_endpoint, "--bind", "tcp://127.0.0.1:0", "--json"]
+            + (["--model", args.model] if args.model else []),
+        )
+        processes.append(worker)
+        worker_endpoint = worker.wait_for(r"predictions on " + ENDPOINT.pattern).group(1)
+        model = worker.wait_for(r"model: (.*)").group(1)
+        device = worker.wait_for(r"device: (.*)").group(1)
+        log = PredictionLog(worker_endpoint)
+        log.start()
+        time.sleep(args.settle_s)  # torch warm-up, queues settled
+        phases = {}
+        pids = {"producer": producer.pid, "worker": worker.pid}
+
+        def measure(name: str, extra_pids: dict | None = None) -> tuple[float, dict]:
+            watched = {**pids, **(extra_pids or {})}
+            start_s, start_cpu = time.monotonic(), {k: cpu_s(p) for k, p in watched.items()}
+            time.sleep(phase_s)
+            end_s = time.monotonic()
+            result = log.phase(start_s, end_s, "synthetic")
+            result["cpu_percent"] = {
+                k: round(100 * (cpu_s(p) - start_cpu[k]) / (end_s - start_s), 1)
+                for k, p in watched.items()
+            }
+            phases[name] = result
+            print(name, json.dumps(result), flush=True)
+            return end_s, result
+
+        measure("without dashboard")
+        dashboard = Process(
+            "dashboard",
+            "stcsnn.commands.dashboard",
+            ["--connect", worker_endpoint, "--json", "--source", f"synthetic {args.rate} ev/s"]
+            + ["--exit-after", str(warmup_s + phase_s + 0.5)]
+            + ["--screenshot", str(args.load_screenshot)],
+        )
+        processes.append(dashboard)
+        dashboard.wait_for(r"dashboard subscribed to")
+        time.sleep(warmup_s)
+        measure("with dashboard", {"dashboard": dashboard.pid})
+        dashboard.process.wait(timeout=30)
+        dashboard_summary = json.loads(dashboard.stop().strip().splitlines()[-1])
+        measure("without dashboard again")
+    finally:
+        if log is not None:
+            log.stop_event.set()
+        for process in reversed(processes):
+            process.stop()
+    return {
+        "case": f"producer synthetic {args.rate} ev/s real time -> worker -> dashboard",
+        "model": model,
+        "device": device,
+        "phase_s": phase_s,
+        "phases": phases,
+        "dashboard_summary": dashboard_summary,
+        "worker_final_stats": _last_json(worker.stdout),
+    }
+
+
+def _last_json(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def run_screenshot(args: argparse.Namespace) -> dict:
+    """Real N-MNIST samples in real time through the pipeline; the dashboard's PNG.
+
+    Start order makes the stream begin only once everyone listens: the producer
+    waits for the worker, the worker connects to it only once the dashboard
+    subscribed to its predictions."""
+    samples = data_root() / "nmnist" / "Train"
+    if not samples.is_dir():
+        raise SystemExit(f"no N-MNIST data at {samples}")
+    source = f"replay of shuffled N-MNIST training samples ({samples.name}/), real time"
+    producer = Process(
+        "producer",
+        "stcsnn.commands.produce",
+        ["--replay", str(samples), "--shuffle", "--seed", str(args.seed), "--limit", "100"]
+        + ["--speed", "1", "--endpoint", "tcp://127.0.0.1:0", "--wait-subscribers", "1"]
+        + ["--stream-id", "nmnist", "--quiet"],
+    )
+    processes = [producer]
+    try:
+        producer_endpoint = producer.wait_for(r"publishing .* on " + ENDPOINT.pattern).group(1)
+        worker = Process(
+            "worker",
+            "stcsnn.commands.worker",
+            ["--connect", producer_endpoint, "--bind", "tcp://127.0.0.1:0"]
+            + ["--wait-subscribers", "1", "--quiet"],
+        )
+        processes.append(worker)
+        worker_endpoint = worker.wait_for(r"predictions on " + ENDPOINT.pattern).group(1)
+        dashboard = Process(
+            "dashboard",
+            "stcsnn.commands.dashboard",
+            ["--connect", worker_endpoint, "--source", source, "--json"]
+            + ["--screenshot", str(args.png), "--exit-after", str(args.screenshot_after_s)],
+        )
+        processes.append(dashboard)
+        dashboard.process.wait(timeout=args.screenshot_after_s + 60)
+        summary = json.loads(dashboard.stop().strip().splitlines()[-1])
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    size = Path(args.png).stat().st_size
+    print(f"screenshot {args.png}: {size} bytes", flush=True)
+    return {
+        "png": str(Path(args.png).relative_to(ROOT)),
+        "bytes": size,
+        "source": source,
+        "dashboard_summary": summary,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", default="1M", help="synthetic events/s (default 1M)")
+    parser.add_argument("--phase-s", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=4.0)
+    parser.add_argument("--settle-s", type=float, default=3.0)
+    parser.add_argument("--model", help="worker checkpoint (default: the worker's default)")
+    parser.add_argument("--screenshot-only", action="store_true")
+    parser.add_argument("--screenshot-after-s", type=float, default=12.0)
+    parser.add_argument("--seed", type=int, default=0, help="N-MNIST shuffle seed")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/dashboard.json"))
+    parser.add_argument("--png", default=str(ROOT / "docs/dashboard.png"))
+    args = parser.parse_args()
+    args.load_screenshot = Path(tempfile.gettempdir()) / "stcsnn_dashboard_load.png"
+    report = {
+        "benchmark": "dashboard",
+        "command": "python benchmarks/bench_dashboard.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), shared",
+        "python": platform.python_version(),
+    }
+    if not args.screenshot_only:
+        report["load"] = run_load(args)
+    report["screenshot"] = run_screenshot(args)
+    if not args.screenshot_only:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

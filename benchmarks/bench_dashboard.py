@@ -10,10 +10,12 @@ Load case: ``stcsnn produce --synthetic 1M --speed 1`` -> ``stcsnn worker`` (the
 default checkpoint, CPU) as separate processes on loopback, and a subscriber in
 this process that takes every prediction (and the worker's stats) and computes
 the processing latency the way the streaming benchmark does: prediction
-received minus ``sent_ns`` of the last events message in it. The run has three
-phases of ``--phase-s`` seconds: no dashboard, ``stcsnn dashboard`` attached
+received minus ``sent_ns`` of the last events message in it. The run
+alternates phases of ``--phase-s`` seconds: no dashboard, ``stcsnn dashboard`` attached
 (started ``--warmup-s`` before its phase so that its imports are not counted),
-and detached again. Per phase: latency p50/p99, predictions/s, events/s and
+``--cycles`` times, and a last phase without it: alternating spreads the load
+of other jobs on a shared machine over both cases. Latency is also pooled
+over all phases of each case. Per phase: latency p50/p99, predictions/s, events/s and
 drops from the worker's stats, CPU of each process from /proc; for the
 dashboard also its own summary (frames drawn per second, frame intervals).
 
@@ -46,6 +48,7 @@ from replay.paths import data_root  # noqa: E402
 from streamer import wire  # noqa: E402
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+CASES = ("without dashboard", "with dashboard", "cpu burner instead")
 ENDPOINT = re.compile(r"(tcp://127\.0\.0\.1:\d+)")
 
 
@@ -141,6 +144,18 @@ class PredictionLog(threading.Thread):
                 self.stats.append((time.monotonic(), message.header))
         self.socket.close(0)
 
+    def pooled(self, windows: list[tuple[float, float]]) -> dict:
+        """Latency over several phases together (more predictions, steadier p99)."""
+        latency = np.asarray(
+            [p[1] for p in self.predictions if any(a <= p[0] < b for a, b in windows)]
+        )
+        return {
+            "predictions": len(latency),
+            "latency_ms_p50": round(float(np.percentile(latency, 50)), 2),
+            "latency_ms_p90": round(float(np.percentile(latency, 90)), 2),
+            "latency_ms_p99": round(float(np.percentile(latency, 99)), 2),
+        }
+
     def phase(self, start_s: float, end_s: float, stream: str) -> dict:
         rows = [p for p in self.predictions if start_s <= p[0] < end_s]
         latency = np.asarray([p[1] for p in rows])
@@ -193,50 +208,84 @@ def run_load(args: argparse.Namespace) -> dict:
         log = PredictionLog(worker_endpoint)
         log.start()
         time.sleep(args.settle_s)  # torch warm-up, queues settled
-        phases = {}
+        phases: list[dict] = []
         pids = {"producer": producer.pid, "worker": worker.pid}
+        windows: dict[str, list[tuple[float, float]]] = {case: [] for case in CASES}
 
-        def measure(name: str, extra_pids: dict | None = None) -> tuple[float, dict]:
+        def measure(attached: str, extra_pids: dict | None = None) -> None:
             watched = {**pids, **(extra_pids or {})}
             start_s, start_cpu = time.monotonic(), {k: cpu_s(p) for k, p in watched.items()}
+            load_1min = os.getloadavg()[0]
             time.sleep(phase_s)
             end_s = time.monotonic()
-            result = log.phase(start_s, end_s, "synthetic")
+            result = {"case": attached, **log.phase(start_s, end_s, "synthetic")}
             result["cpu_percent"] = {
                 k: round(100 * (cpu_s(p) - start_cpu[k]) / (end_s - start_s), 1)
                 for k, p in watched.items()
             }
-            phases[name] = result
-            print(name, json.dumps(result), flush=True)
-            return end_s, result
+            result["load_average_1min_at_start"] = round(load_1min, 2)
+            windows[attached].append((start_s, end_s))
+            phases.append(result)
+            print(json.dumps(result), flush=True)
 
+        dashboard_summaries = []
+        for _ in range(args.cycles):
+            measure("without dashboard")
+            dashboard = Process(
+                "dashboard",
+                "stcsnn.commands.dashboard",
+                ["--connect", worker_endpoint, "--json"]
+                + ["--source", f"synthetic {args.rate} ev/s", "--quiet"]
+                + ["--exit-after", str(warmup_s + phase_s + 0.5)]
+                + ["--screenshot", str(args.load_screenshot)],
+            )
+            processes.append(dashboard)
+            time.sleep(warmup_s)  # imports, window, first frames: not measured
+            measure("with dashboard", {"dashboard": dashboard.pid})
+            dashboard.process.wait(timeout=30)
+            dashboard_summaries.append(json.loads(dashboard.stop().strip().splitlines()[-1]))
+            if args.control:
+                burner = Process("cpu burner", "benchmarks.bench_dashboard", ["--burn", "0.15"])
+                processes.append(burner)
+                time.sleep(1.0)
+                measure("cpu burner instead", {"cpu burner": burner.pid})
+                burner.process.kill()
+                burner.stop()
         measure("without dashboard")
-        dashboard = Process(
-            "dashboard",
-            "stcsnn.commands.dashboard",
-            ["--connect", worker_endpoint, "--json", "--source", f"synthetic {args.rate} ev/s"]
-            + ["--exit-after", str(warmup_s + phase_s + 0.5)]
-            + ["--screenshot", str(args.load_screenshot)],
-        )
-        processes.append(dashboard)
-        dashboard.wait_for(r"dashboard subscribed to")
-        time.sleep(warmup_s)
-        measure("with dashboard", {"dashboard": dashboard.pid})
-        dashboard.process.wait(timeout=30)
-        dashboard_summary = json.loads(dashboard.stop().strip().splitlines()[-1])
-        measure("without dashboard again")
     finally:
         if log is not None:
             log.stop_event.set()
         for process in reversed(processes):
             process.stop()
+    pooled = {}
+    for name in CASES:
+        if not windows[name]:
+            continue
+        pooled[name] = log.pooled(windows[name])
+        rows = [p for p in phases if p["case"] == name]
+        pooled[name]["worker_cpu_percent"] = round(
+            float(np.mean([p["cpu_percent"]["worker"] for p in rows])), 1
+        )
+        if name == "cpu burner instead":
+            pooled[name]["burner_cpu_percent"] = round(
+                float(np.mean([p["cpu_percent"]["cpu burner"] for p in rows])), 1
+            )
+        if name == "with dashboard":
+            pooled[name]["dashboard_cpu_percent"] = round(
+                float(np.mean([p["cpu_percent"]["dashboard"] for p in rows])), 1
+            )
+            pooled[name]["dashboard_frames_per_s"] = [
+                d["frames_per_s"] for d in dashboard_summaries
+            ]
     return {
         "case": f"producer synthetic {args.rate} ev/s real time -> worker -> dashboard",
         "model": model,
         "device": device,
         "phase_s": phase_s,
+        "cycles": args.cycles,
+        "pooled": pooled,
         "phases": phases,
-        "dashboard_summary": dashboard_summary,
+        "dashboard_summaries": dashboard_summaries,
         "worker_final_stats": _last_json(worker.stdout),
     }
 
@@ -300,10 +349,22 @@ def run_screenshot(args: argparse.Namespace) -> dict:
     }
 
 
+def burn(duty: float, period_s: float = 0.033) -> None:
+    """Use ``duty`` of one core in short bursts (the control case: CPU, but no sockets)."""
+    while True:
+        started = time.perf_counter()
+        while time.perf_counter() - started < duty * period_s:
+            pass
+        time.sleep((1 - duty) * period_s)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", default="1M", help="synthetic events/s (default 1M)")
     parser.add_argument("--phase-s", type=float, default=10.0)
+    parser.add_argument(
+        "--cycles", type=int, default=3, help="without/with dashboard pairs (default 3)"
+    )
     parser.add_argument("--warmup-s", type=float, default=4.0)
     parser.add_argument("--settle-s", type=float, default=3.0)
     parser.add_argument("--model", help="worker checkpoint (default: the worker's default)")
@@ -312,7 +373,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="N-MNIST shuffle seed")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/dashboard.json"))
     parser.add_argument("--png", default=str(ROOT / "docs/dashboard.png"))
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also a phase with a plain CPU burner (15%% of a core) in the dashboard's place",
+    )
+    parser.add_argument("--burn", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.burn:
+        burn(args.burn)
     args.load_screenshot = Path(tempfile.gettempdir()) / "stcsnn_dashboard_load.png"
     report = {
         "benchmark": "dashboard",

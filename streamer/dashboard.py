@@ -185,7 +185,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.timeline_plot = self.graphics.addPlot(
             row=1, col=0, title="top-1 (dots) and ground truth (green line)"
         )
-        self.timeline_plot.setLabel("bottom", "stream time", units="s")
+        self.timeline_plot.setLabel("bottom", "stream time (s)")  # no SI units: no relabelling
         self.timeline_plot.setMouseEnabled(False, False)
         self.timeline_plot.invertY(True)
         self.truth_curve = pg.PlotDataItem(pen=pg.mkPen((60, 170, 60, 170), width=7))
@@ -196,7 +196,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.timeline_plot.addItem(self.top1_curve)
 
         self.latency_plot = self.graphics.addPlot(row=1, col=1, title="latency (ms), rolling")
-        self.latency_plot.setLabel("bottom", "wall time, 0 = now", units="s")
+        self.latency_plot.setLabel("bottom", "wall time (s, 0 = now)")
         self.latency_plot.setMouseEnabled(False, False)
         self.latency_plot.addLegend(offset=(5, 5))
         self.p50_curve = self.latency_plot.plot(pen=pg.mkPen((30, 90, 200), width=2), name="p50")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"  # the worker's default; not imported: keep --help light
@@ -74,6 +75,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print a JSON summary at exit (frames, drops...)"
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower this process's CPU priority by N (default 10): where cores are "
+        "scarce the worker and producer go first; 0 keeps it",
+    )
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
 
 
@@ -100,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"stcsnn dashboard: {error}", file=sys.stderr)
         return 2
+    if args.nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(args.nice)
+        except OSError as error:
+            log.warning("could not lower the CPU priority: %s", error)
     from streamer.dashboard import ensure_display, run_dashboard
 
     if ensure_display():

@@ -19,6 +19,7 @@ COMMANDS = {
     "produce": "publish events from a camera, a DV network stream, a replay or a synthetic source on ZeroMQ",
     "train": "train a network on a dataset (seeded, checkpoints, resume)",
     "eval": "evaluate a checkpoint: clip accuracy, confusion matrix, accuracy versus T",
+    "dashboard": "live window over a worker's predictions and event previews (pyqtgraph)",
 }
 
 

@@ -19,7 +19,6 @@ events before returning.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -40,33 +39,31 @@ from streamer.dashboard_state import STALL_AFTER_S, DashboardState, preview_rgb
 log = logging.getLogger("stcsnn.dashboard")
 
 
-def protect_singletons_from_refcount_leak() -> bool:
-    """Work around PySide6 6.12.0 on Python 3.11, which drops references to None (and,
-    from some virtual calls, to True) that it never took.
+def refuse_leaking_pyside() -> None:
+    """Refuse a PySide6 that drops references to None it never took.
 
-    Measured here: 1000 ``QLabel.setText`` calls lower ``sys.getrefcount(None)``
-    by 1000 (PySide6 6.11.3 and 6.10.3: by 0); 3 s of a live dashboard lowered
-    None's count by 18,576 and True's by 628. Once None's count (~16,000) runs
-    out the process aborts with "Fatal Python error: none_dealloc": the
-    dashboard within 3 s, a test process after "passed" (exit code 134).
-    Python 3.12 made these singletons immortal; this does the same by adding
-    2**40 to their counts, only where a probe of 64 void calls shows the leak.
-    Pinning PySide6-Essentials != 6.12.0 makes it unnecessary (docs/dashboard.md)."""
-    if sys.version_info >= (3, 12):
-        return False
+    PySide6 6.12.0 on Python 3.11 does (1000 ``QLabel.setText`` calls lowered
+    ``sys.getrefcount(None)`` by 1000; 6.11.3 and 6.10.3 by 0): once None's
+    count (~16,000) runs out the process aborts with "Fatal Python error:
+    none_dealloc", a live dashboard within seconds. pyproject.toml excludes
+    6.12.0; this probe of 64 void calls catches any other release that leaks."""
+    if sys.version_info >= (3, 12):  # None is immortal there
+        return
     probe = QtCore.QObject()
     before = sys.getrefcount(None)
     for _ in range(64):
         probe.setObjectName("probe")
-    if before - sys.getrefcount(None) < 32:
-        return False
-    for singleton in (None, True, False):
-        ctypes.c_ssize_t.from_address(id(singleton)).value += 1 << 40  # ob_refcnt is first
-    log.debug("PySide6 drops references to None/True: their counts raised by 2**40")
-    return True
+    if before - sys.getrefcount(None) >= 32:
+        import PySide6
+
+        raise RuntimeError(
+            f"PySide6 {PySide6.__version__} leaks references to None and would crash the "
+            "dashboard within seconds; install another release, e.g. "
+            "pip install 'PySide6-Essentials==6.11.3'"
+        )
 
 
-SINGLETONS_PROTECTED = protect_singletons_from_refcount_leak()
+refuse_leaking_pyside()
 DEFAULT_FPS = 30
 WINDOW_SIZE = (1200, 760)
 FRAME_TIMES_KEPT = 100_000

@@ -22,6 +22,9 @@ import time
 DASHBOARD_MODULE = "stcsnn.commands.dashboard"
 ENDPOINT_PATTERN = r"(tcp://[^\s,()]+)"
 CONSOLE_LINES_PER_S = 10
+# A finished producer whose end message never arrives (it gives up on a full queue after
+# its linger time): stop waiting once the worker has been silent this long.
+QUIET_AFTER_PRODUCER_S = 3.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     context = zmq.Context.instance()
     sub = None
     outcome = "done"
+    end_received = True
     started_s = time.monotonic()
     with stop_on_signals(stop_event), Supervisor() as supervisor:
         try:
@@ -230,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"producer on {producer_endpoint}, worker predictions on {worker_endpoint}")
             wire_stats = wire.WireStats()
             last_line_s: dict[str, float] = {}
+            last_stream_message_s = time.monotonic()
             while not stop_event.is_set():
                 failed = supervisor.failed(expected_to_finish=(producer,))
                 if failed is not None:
@@ -237,7 +242,17 @@ def run(args: argparse.Namespace) -> int:
                     break
                 message = wire.receive(sub, wire_stats, log, timeout_ms=100)
                 if message is None:
+                    quiet_s = time.monotonic() - last_stream_message_s
+                    if producer.returncode == 0 and quiet_s > QUIET_AFTER_PRODUCER_S:
+                        say(
+                            f"the producer has finished and nothing came for {quiet_s:.0f} s, "
+                            "but its end message never arrived: the stream's tail may be lost"
+                        )
+                        end_received = False
+                        break
                     continue
+                if message.type != "stats":
+                    last_stream_message_s = time.monotonic()
                 prediction_log.add(message, time.time_ns())
                 if message.type == "labels":
                     labels.setdefault(message.stream, []).extend(
@@ -275,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
         producer_stats,
         source=description,
         outcome="failed" if failed else outcome,
+        end_received=end_received and outcome == "done",
         speed=args.speed,
         lossless=lossless,
         wall_s=round(time.monotonic() - started_s, 3),

@@ -8,8 +8,8 @@ that do not depend on the command line:
 * ``Child``: one process started in its own process group (so a terminal's
   Ctrl-C reaches only the demo, which then stops the children in order) and
   through ``python -m streamer.demo --child-of PID MODULE ...``, which asks
-  Linux to send it SIGTERM if the demo dies (``PR_SET_PDEATHSIG``), so not
-  even a killed demo leaves processes behind. ``stop()`` sends SIGINT to the
+  Linux to kill it if the demo dies (``PR_SET_PDEATHSIG``), so not even a
+  killed demo leaves processes behind. ``stop()`` sends SIGINT to the
   group (the commands' clean stop), then SIGTERM, then SIGKILL after timeouts.
   Its stderr is forwarded line by line (prefixed) and watched for the lines
   that announce bound endpoints.
@@ -361,13 +361,17 @@ def summarise(
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux for SIGTERM when the demo dies; exit now if it already has."""
+    """Ask Linux to kill this process when the demo dies; exit now if it already has.
+
+    SIGKILL, not SIGTERM: a demo that is itself killed cannot stop its children
+    in order anyway, and a child may not act on SIGTERM (a dashboard interrupted
+    during its start-up was seen to hang and survive it); nothing may be left behind."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the process group still gets stopped
         return
     if os.getppid() != parent_pid:

@@ -5,6 +5,7 @@ the summary's accuracy definitions."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -186,3 +187,34 @@ def test_an_unlabelled_stream_has_no_streaming_accuracy():
     log = PredictionLog()
     log.add(_message("prediction", t_end_us=1, top1=0, logits=[1.0], sent_ns=0), 1)
     assert summarise(log, None, None)["streaming_accuracy"] is None
+
+
+def test_closing_the_dashboard_ends_the_demo(tmp_path):
+    pytest.importorskip("pyqtgraph")
+    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    demo = _demo(
+        "--synthetic", "100k", "--model", str(checkpoint), "--hop-us", "20000",
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )  # fmt: skip
+    try:
+        _wait_for_prediction_line(demo)
+        children = descendants(demo.pid)
+        dashboards = [pid for pid in children if "stcsnn.commands.dashboard" in _cmdline(pid)]
+        assert len(dashboards) == 1, [_cmdline(pid) for pid in children]
+        time.sleep(3)  # let the window come up (a SIGINT during its imports is a traceback)
+        os.kill(dashboards[0], signal.SIGINT)  # the dashboard's own clean quit, as a closed window
+        out, err = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, err
+    assert "predictions over" in out
+    assert wait_gone(children, 5) == set()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

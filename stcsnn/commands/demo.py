@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     dashboard = dashboard_module(args)
     if dashboard is None and not args.no_dashboard:
         say("no dashboard in this version: console view of the predictions")
+    if dashboard is not None and args.json:
+        say("--json: the dashboard stays open after the end until it is closed")
     worker_args = [
         "--bind",
         "tcp://127.0.0.1:0",
@@ -197,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     labels: dict[str, list] = {}
     context = zmq.Context.instance()
     sub = None
+    viewer = None
     outcome = "done"
     end_received = True
     started_s = time.monotonic()
@@ -227,16 +230,25 @@ def run(args: argparse.Namespace) -> int:
             sub.setsockopt(zmq.RCVHWM, 100_000)
             sub.setsockopt(zmq.LINGER, 0)
             sub.connect(worker_endpoint)
+            viewer = None
             if dashboard is not None:
-                supervisor.start(
-                    Child("dashboard", dashboard, ["--connect", worker_endpoint], echo=echo)
+                viewer = supervisor.start(
+                    Child(
+                        "dashboard",
+                        dashboard,
+                        ["--connect", worker_endpoint, "--source", description, *quiet],
+                        echo=echo,
+                    )
                 )
             say(f"producer on {producer_endpoint}, worker predictions on {worker_endpoint}")
             wire_stats = wire.WireStats()
             last_line_s: dict[str, float] = {}
             last_stream_message_s = time.monotonic()
             while not stop_event.is_set():
-                failed = supervisor.failed(expected_to_finish=(producer,))
+                if viewer is not None and viewer.returncode == 0:
+                    outcome = "stopped"  # the window was closed: the user is done
+                    break
+                failed = supervisor.failed(expected_to_finish=(producer, viewer))
                 if failed is not None:
                     outcome = failed.failure(f"exited with code {failed.returncode}")
                     break
@@ -271,6 +283,10 @@ def run(args: argparse.Namespace) -> int:
                     break
             else:
                 outcome = "stopped"
+            if outcome == "done" and viewer is not None and viewer.returncode is None:
+                say("end of stream: close the dashboard window (or press Ctrl-C) to finish")
+                while viewer.returncode is None and not stop_event.wait(0.2):
+                    pass
         except ChildFailed as error:
             outcome = str(error)
         finally:

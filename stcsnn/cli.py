@@ -20,6 +20,8 @@ COMMANDS = {
     "train": "train a network on a dataset (seeded, checkpoints, resume)",
     "eval": "evaluate a checkpoint: clip accuracy, confusion matrix, accuracy versus T",
     "dashboard": "live window over a worker's predictions and event previews (pyqtgraph)",
+    "worker": "classify producers' event streams step by step, publish predictions on ZeroMQ",
+    "demo": "producer, worker and a live view of the predictions as processes in one command",
 }
 
 

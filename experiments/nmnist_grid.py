@@ -249,8 +249,19 @@ def paired(runs_a: Sequence[dict], runs_b: Sequence[dict]) -> dict[str, Any]:
         "accuracy_b": sum(b[i] for i in common) / n if n else float("nan"),
         "only_a_right": only_a,
         "only_b_right": only_b,
+        "difference": (only_a - only_b) / n if n else float("nan"),
+        "difference_se": paired_difference_se(only_a, only_b, n),
         "p_value": mcnemar_exact_p(only_a, only_b),
     }
+
+
+def paired_difference_se(only_a: int, only_b: int, n: int) -> float:
+    """Standard error of accuracy(A) - accuracy(B) measured on the same ``n``
+    samples: only the discordant pairs vary, so it is far smaller than the
+    two unpaired errors combined."""
+    if n == 0:
+        return float("nan")
+    return math.sqrt(max(0.0, only_a + only_b - (only_a - only_b) ** 2 / n)) / n
 
 
 # ---------------------------------------------------------------- aggregate
@@ -304,25 +315,36 @@ def aggregate(folder: Path = RESULTS, plot_dir: Path = PLOTS) -> dict[str, Any]:
     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(markdown(summary))
     plot_accuracy_vs_t(summary, plot_dir / "nmnist_accuracy_vs_T.png")
+    plot_ablation(summary, plot_dir / "nmnist_ablation_T2.png")
     return summary
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    lines = ["| config | T | folds | samples | pooled accuracy ± SE | fold mean ± std |"]
-    lines.append("| --- | --- | --- | --- | --- | --- |")
+    lines = [
+        "| config | T | folds | samples | pooled accuracy ± SE | fold mean ± std"
+        " | best epoch (optimistic) | train s/epoch (median, min) |"
+    ]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for entry in summary["configs"].values():
         lines.append(
             f"| {entry['variant']} | {entry['T']} | {len(entry['folds_done'])} |"
             f" {entry['samples']} | {entry['accuracy']:.3f} ± {entry['se']:.3f} |"
             f" {entry['fold_mean']:.3f} ± {entry['fold_std']:.3f} |"
+            f" {entry['best_epoch_fold_mean']:.3f} |"
+            f" {entry['train_epoch_s_median']:.1f}, {entry['train_epoch_s_min']:.1f} |"
         )
-    lines += ["", "| A | B | samples | acc A | acc B | only A right | only B right | p |"]
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines += [
+        "",
+        "| A | B | samples | acc A | acc B | A - B ± SE | only A right | only B right"
+        " | McNemar p |",
+    ]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in summary["comparisons"]:
         lines.append(
             f"| {c['a']} | {c['b']} | {c['samples']} | {c['accuracy_a']:.3f} |"
-            f" {c['accuracy_b']:.3f} | {c['only_a_right']} | {c['only_b_right']} |"
-            f" {_fmt_p(c['p_value'])} |"
+            f" {c['accuracy_b']:.3f} | {100 * c['difference']:+.1f}"
+            f" ± {100 * c['difference_se']:.1f} pt | {c['only_a_right']} |"
+            f" {c['only_b_right']} | {_fmt_p(c['p_value'])} |"
         )
     return "\n".join(lines)
 
@@ -358,10 +380,41 @@ def plot_accuracy_vs_t(summary: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def plot_ablation(summary: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["full", "no_stc", "no_filter", "k1", "fixed_tau", "baseline"]
+    entries = [summary["configs"].get(f"{n}-T2") for n in names]
+    shown = [(n, e) for n, e in zip(names, entries, strict=True) if e is not None]
+    if not shown:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=110)
+    ax.bar(
+        range(len(shown)),
+        [e["accuracy"] for _, e in shown],
+        yerr=[e["se"] for _, e in shown],
+        capsize=3,
+        color=["tab:blue"] + ["tab:gray"] * (len(shown) - 2) + ["tab:orange"],
+    )
+    ax.set_xticks(range(len(shown)), labels=[n for n, _ in shown], fontsize=8)
+    low = min(e["accuracy"] - 3 * e["se"] for _, e in shown)
+    ax.set_ylim(max(0.0, low), 1.0)
+    ax.set_ylabel("accuracy (CV, ± SE)")
+    ax.set_title("N-MNIST ablation at T = 2 (hop 150 ms)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------- cost
 
 
-def measure_cost(root: str, steps_list: Sequence[int], repeats: int = 200) -> dict[str, Any]:
+def measure_cost(root: str, steps_list: Sequence[int], repeats: int = 1000) -> dict[str, Any]:
     """Streaming step wall time, batch 1, one CPU thread, on real compressed
     N-MNIST steps (median of ``repeats``); the step does not depend on T except
     through its input, so a window costs T steps."""
@@ -400,6 +453,7 @@ def measure_cost(root: str, steps_list: Sequence[int], repeats: int = 200) -> di
                     "T": steps,
                     "hop_ms": config.compression.step_us / 1e3,
                     "step_ms_median": step_ms,
+                    "step_ms_min": min(times),
                     "step_ms_p10": float(np.percentile(times, 10)),
                     "step_ms_p90": float(np.percentile(times, 90)),
                     "window_ms": step_ms * steps,

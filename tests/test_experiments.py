@@ -70,6 +70,11 @@ def test_paired_uses_only_common_samples_and_counts_discordant_pairs() -> None:
     assert (out["only_a_right"], out["only_b_right"]) == (1, 2)
     assert out["accuracy_a"] == 0.5 and out["accuracy_b"] == 0.75
     assert out["p_value"] == 1.0
+    assert out["difference"] == -0.25
+    # Per-sample differences d = (0, +1, -1, -1): SE of their mean.
+    d = [0, 1, -1, -1]
+    mean = sum(d) / 4
+    assert out["difference_se"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in d) / 4) / 2)
 
 
 def test_plan_is_fold_major_inside_each_group() -> None:

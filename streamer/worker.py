@@ -44,12 +44,12 @@ restarted), and dropped at ``end``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import threading
 import time
 import uuid
-import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -87,7 +87,7 @@ class WorkerOptions:
     bind: str = DEFAULT_BIND
     bind_any: bool = False
     streams: tuple[str, ...] | None = None  # None: every stream
-    shard: tuple[int, int] | None = None  # (i, n): streams with crc32(id) % n == i
+    shard: tuple[int, int] | None = None  # (i, n): the streams with shard_of(id, n) == i
     hop_us: int | None = None  # None: the checkpoint's step
     ema_tau_us: float | None = None  # None: the checkpoint's stream_ema_tau_us
     reset_after_us: int = DEFAULT_RESET_AFTER_US
@@ -125,8 +125,12 @@ class WorkerOptions:
 
 
 def shard_of(stream: str, count: int) -> int:
-    """Which of ``count`` workers serves ``stream`` under ``--shard i/n`` (stable crc32)."""
-    return zlib.crc32(stream.encode()) % count
+    """Which of ``count`` workers serves ``stream`` under ``--shard i/n``.
+
+    A 64-bit BLAKE2b of the id, the same on every machine and run. (crc32 is
+    linear: ``cam0``..``cam3`` all land in the same one of 2 shards.)"""
+    digest = hashlib.blake2b(stream.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 def stream_compression(config: CompressionConfig, hop_us: int | None) -> CompressionConfig:

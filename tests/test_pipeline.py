@@ -216,3 +216,33 @@ def test_a_producer_far_faster_than_the_worker_keeps_memory_bounded_and_counts_d
         f"skipped {stream['steps_skipped']} of {stream['steps']} steps; "
         f"peak queue {stats['peak_pending_events']:,} events; peak RSS {stats['peak_rss_mb']} MB"
     )
+
+
+def test_workers_share_streams_by_id_and_by_shard(tmp_path):
+    from streamer.worker import shard_of
+
+    assert (shard_of("cam0", 2), shard_of("cam2", 2)) == (0, 1)
+    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    cam0, endpoint0 = _synthetic_producer("--stream-id", "cam0")
+    cam2, endpoint2 = _synthetic_producer("--stream-id", "cam2")
+    both = f"{endpoint0},{endpoint2}"
+    args = ("--model", str(checkpoint), "--hop-us", str(HOP_US), "--wait-subscribers", "1")
+    by_id, by_id_endpoint = start_worker(both, *args, "--streams", "cam2", name="worker cam2")
+    by_shard, by_shard_endpoint = start_worker(both, *args, "--shard", "0/2", name="shard 0/2")
+    subs = [Subscriber(by_id_endpoint), Subscriber(by_shard_endpoint)]
+    children = (cam0, cam2, by_id, by_shard)
+    try:
+        for sub in subs:
+            sub.collect(lambda m: m.type == "prediction" and m.header["step"] >= 5, 20, children)
+        subs[1].collect(lambda m: m.type == "stats", 5, children)
+    finally:
+        for sub in subs:
+            sub.close()
+        for child in children:
+            child.stop()
+    assert {m.stream for m in subs[0].of_type("prediction")} == {"cam2"}
+    assert {m.stream for m in subs[1].of_type("prediction")} == {"cam0"}
+    # --streams subscribes per stream: the producer never sends cam0 to that worker;
+    # --shard receives everything and drops the other shard's messages.
+    assert by_id.json_output()["ignored_messages"] == 0
+    assert by_shard.json_output()["ignored_messages"] > 0

@@ -121,6 +121,8 @@ def test_options_shards_and_hop_override():
     ids = [f"cam{i}" for i in range(200)]
     shards = [shard_of(s, 3) for s in ids]
     assert set(shards) == {0, 1, 2} and shards == [shard_of(s, 3) for s in ids]  # stable
+    halves = [shard_of(f"cam{i}", 2) for i in range(100)]  # sequential ids spread too
+    assert 35 <= sum(halves) <= 65
     for bad in (
         dict(connect=[]),
         dict(connect=["tcp://x:1"], overload="fast"),

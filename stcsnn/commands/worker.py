@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--shard",
         type=parse_shard,
         metavar="I/N",
-        help="serve the streams whose crc32(id) %% N == I (one of N workers)",
+        help="serve the streams whose id hashes to I of N (one of N workers)",
     )
     io.add_argument(
         "--wait-subscribers",

@@ -16,7 +16,8 @@ COMMANDS = {
     "info": "versions, devices and the data this machine can find",
     "inspect": "describe an event file (format, sensor, events, duration, rate, labels)",
     "bench": "micro-benchmarks (readers, compression)",
-    "produce": "publish events from a camera, a DV network stream, a replay or a synthetic source on ZeroMQ",
+    "produce": "publish events from a camera, a DV network stream, a replay or a synthetic "
+    "source on ZeroMQ",
     "train": "train a network on a dataset (seeded, checkpoints, resume)",
     "eval": "evaluate a checkpoint: clip accuracy, confusion matrix, accuracy versus T",
     "dashboard": "live window over a worker's predictions and event previews (pyqtgraph)",

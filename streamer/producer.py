@@ -22,7 +22,8 @@ producer (EAGAIN) instead of ZeroMQ dropping silently, and:
 
 Plain PUB semantics (silent per-subscriber drops) were measured to lose even
 the final ``end`` message after a burst; with NODROP ``end`` waits for room
-(up to ``linger_ms``).
+(up to ``linger_ms``; with ``on_full="block"`` up to LOSSLESS_FLUSH_MS, and the
+socket lingers as long, so a slow subscriber still gets the queued tail).
 
 One session id (random) per run, ``seq`` +1 per message of any type, an
 ``end`` message when the source finishes or the run is stopped.
@@ -52,6 +53,9 @@ log = logging.getLogger("stcsnn.producer")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_SEND_HWM = 1000  # messages per subscriber; 1 s of 1 ms chunks
 DEFAULT_LINGER_MS = 500  # time to flush queued messages (the end message) at close
+# A lossless replay's subscribers may still be working through a full queue
+# when the source ends: wait this long for them to take the rest and `end`.
+LOSSLESS_FLUSH_MS = 60_000
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -155,18 +159,22 @@ def _open_socket(context: zmq.Context, endpoint: str, send_hwm: int, linger_ms: 
     return socket
 
 
-def _send_end(socket: zmq.Socket, frames: list, timeout_ms: int) -> bool:
-    """Send ``end`` without dropping it at a full queue, waiting at most ``timeout_ms``.
+def _send_end(
+    socket: zmq.Socket, frames: list, timeout_ms: int, stop_event: threading.Event
+) -> bool:
+    """Send ``end`` without dropping it at a full queue, waiting at most ``timeout_ms``
+    (or until ``stop_event``, when the wait was for a lossless flush).
 
     Receivers that miss ``end`` never learn that the stream ended, so unlike
     events it is not dropped at once."""
     deadline = time.monotonic() + timeout_ms / 1000
+    stopped_already = stop_event.is_set()
     while True:
         try:
             socket.send_multipart(frames, flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop_event.is_set() and not stopped_already):
                 return False
             time.sleep(0.001)
         except zmq.ZMQError:
@@ -290,15 +298,20 @@ def run_producer(
         stats.end_reason = reason
         stats.wall_s = time.monotonic() - started if started is not None else 0.0
         stats.max_lateness_s = pacer.max_lateness_s
+        # Lossless and not stopped: slow subscribers get the whole queue and `end`.
+        flush_ms = (
+            LOSSLESS_FLUSH_MS if on_full == "block" and not stop_event.is_set() else linger_ms
+        )
         try:
             subscriptions.drain()
             stats.subscribers = subscriptions.count
-            if _send_end(socket, wire.encode_end(stream_id, stats.session, seq, reason), linger_ms):
+            end = wire.encode_end(stream_id, stats.session, seq, reason)
+            if _send_end(socket, end, flush_ms, stop_event):
                 stats.messages += 1
             else:
                 log.warning("end message not delivered: a subscriber's queue stayed full")
         finally:
-            socket.close(linger_ms)
+            socket.close(flush_ms)
             source.close()
         log.info(
             "stream %r ended (%s): %d events in %d messages, %.2f s",

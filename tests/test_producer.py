@@ -227,6 +227,16 @@ def test_block_policy_is_lossless_for_a_slow_subscriber():
     assert stats.end_reason == "end of source"
 
 
+def test_block_policy_delivers_a_long_queued_tail_and_end_to_a_slow_subscriber():
+    # ~20 messages still queued when the source ends, read at 50 ms each: far
+    # longer than the default linger, which used to cut the tail and `end`.
+    running = Running(BigChunks(count=40), speed=math.inf, send_hwm=20, rcvhwm=2, on_full="block")
+    messages = running.receive_until_end(timeout_s=20, per_message=lambda m: time.sleep(0.05))
+    running.join(timeout_s=20)
+    assert running.wire_stats.gaps["s1"] == 0
+    assert sum(m.type == "events" for m in messages) == 40
+
+
 def test_drop_policy_never_waits_counts_drops_and_the_receiver_sees_the_gap():
     running = Running(BigChunks(), speed=math.inf, send_hwm=2, rcvhwm=2)
     time.sleep(0.3)  # subscriber not reading: its queues fill, the producer keeps going

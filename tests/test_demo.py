@@ -218,3 +218,30 @@ def _cmdline(pid: int) -> str:
             return cmdline.read().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_screenshot_and_exit_after_run_the_whole_pipeline_with_the_dashboard(tmp_path):
+    """Issue 6's interface: `demo --replay DIR --screenshot PNG --exit-after S`."""
+    pytest.importorskip("pyqtgraph")
+    from PySide6.QtGui import QImage
+
+    playlist = nmnist_playlist(tmp_path, digits=range(3), per_digit=1)
+    png = tmp_path / "dashboard.png"
+    demo = _demo(
+        "--replay", str(playlist), "--loop", "--screenshot", str(png), "--exit-after", "6",
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )  # fmt: skip
+    try:
+        out, err = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, err
+    assert "predictions over" in out
+    image = QImage(str(png))
+    assert image.width() > 400 and image.height() > 300
+    # Not blank: the pixels differ (panels, bars, event image).
+    pixels = {
+        image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
+    }
+    assert len(pixels) > 20

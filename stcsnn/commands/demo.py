@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import sys
 import time
 
@@ -61,6 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-dashboard", action="store_true", help="console view only")
     parser.add_argument(
+        "--screenshot", metavar="PNG", help="save the dashboard as PNG when it closes"
+    )
+    parser.add_argument(
+        "--exit-after", type=float, metavar="S", help="stop everything after S seconds"
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON summary at the end, nothing else"
     )
     parser.add_argument(
@@ -105,6 +112,16 @@ def dashboard_module(args: argparse.Namespace) -> str | None:
     if args.no_dashboard or importlib.util.find_spec(DASHBOARD_MODULE) is None:
         return None
     return DASHBOARD_MODULE
+
+
+def window_visible() -> bool:
+    """Whether the dashboard shows a window a person can close (not Qt's offscreen
+    platform, which the dashboard picks where Linux has no display)."""
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
 
 
 def _console_line(message, labels: dict) -> str:
@@ -176,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
     dashboard = dashboard_module(args)
     if dashboard is None and not args.no_dashboard:
         say("no dashboard in this version: console view of the predictions")
+    if args.screenshot and dashboard is None:
+        say("--screenshot needs the dashboard (drop --no-dashboard)")
+        return 2
     if dashboard is not None and args.json:
         say("--json: the dashboard stays open after the end until it is closed")
     worker_args = [
@@ -232,13 +252,15 @@ def run(args: argparse.Namespace) -> int:
             sub.connect(worker_endpoint)
             viewer = None
             if dashboard is not None:
+                # The dashboard keeps its own clock for --exit-after, so that it
+                # closes itself (saving the screenshot) rather than being killed.
+                viewer_args = ["--connect", worker_endpoint, "--source", description]
+                if args.screenshot:
+                    viewer_args += ["--screenshot", args.screenshot]
+                if args.exit_after is not None:
+                    viewer_args += ["--exit-after", str(args.exit_after)]
                 viewer = supervisor.start(
-                    Child(
-                        "dashboard",
-                        dashboard,
-                        ["--connect", worker_endpoint, "--source", description, *quiet],
-                        echo=echo,
-                    )
+                    Child("dashboard", dashboard, viewer_args + quiet, echo=echo)
                 )
             say(f"producer on {producer_endpoint}, worker predictions on {worker_endpoint}")
             wire_stats = wire.WireStats()
@@ -247,6 +269,13 @@ def run(args: argparse.Namespace) -> int:
             while not stop_event.is_set():
                 if viewer is not None and viewer.returncode == 0:
                     outcome = "stopped"  # the window was closed: the user is done
+                    break
+                if (
+                    viewer is None
+                    and args.exit_after is not None
+                    and time.monotonic() - started_s > args.exit_after
+                ):
+                    outcome = "stopped"
                     break
                 failed = supervisor.failed(expected_to_finish=(producer, viewer))
                 if failed is not None:
@@ -284,9 +313,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 outcome = "stopped"
             if outcome == "done" and viewer is not None and viewer.returncode is None:
-                say("end of stream: close the dashboard window (or press Ctrl-C) to finish")
-                while viewer.returncode is None and not stop_event.wait(0.2):
-                    pass
+                if window_visible():
+                    say("end of stream: close the dashboard window (or press Ctrl-C) to finish")
+                    while viewer.returncode is None and not stop_event.wait(0.2):
+                        pass
+                else:  # offscreen: nobody can close it; its clean quit saves a screenshot
+                    viewer.stop(timeout_s=10)
         except ChildFailed as error:
             outcome = str(error)
         finally:

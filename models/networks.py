@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from models.blocks import SCBState, SynapticConvBlock
 from models.neurons import MTLIF, MTLIFState
+from replay.class_names import CIFAR10, DVS_GESTURE
 from streamer.compress import CompressionConfig
 
 
@@ -153,32 +154,6 @@ def plain_lif_baseline(config: ModelConfig) -> ModelConfig:
     )
 
 
-DVS_GESTURE_CLASSES = (
-    "hand_clap",
-    "right_hand_wave",
-    "left_hand_wave",
-    "right_arm_clockwise",
-    "right_arm_counter_clockwise",
-    "left_arm_clockwise",
-    "left_arm_counter_clockwise",
-    "arm_roll",
-    "air_drums",
-    "air_guitar",
-    "other_gestures",
-)
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-
 # Starting points (METHOD.md section 4), not a contract: change them where a
 # measurement says so. Windows: N-MNIST samples last ~300 ms; the 128x128 sets
 # use 1 s (T steps of 1 s / T), DVS_Sign 2 s of its ~4 s signs.
@@ -198,7 +173,7 @@ CONFIGS: dict[str, ModelConfig] = {
         channels=(64, 128, 128, 256),
         hidden=512,
         num_classes=11,
-        class_names=DVS_GESTURE_CLASSES,
+        class_names=DVS_GESTURE,
         dropout=0.5,
         stream_ema_tau_us=500_000.0,
     ),
@@ -208,7 +183,7 @@ CONFIGS: dict[str, ModelConfig] = {
         channels=(64, 128, 128, 256),
         hidden=512,
         num_classes=10,
-        class_names=CIFAR10_CLASSES,
+        class_names=CIFAR10,
         dropout=0.5,
         stream_ema_tau_us=500_000.0,
     ),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from replay.class_names import CIFAR10
 from replay.formats.aedat2 import write_aedat2
 from replay.formats.aedat3 import write_aedat3
 from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
@@ -26,18 +27,6 @@ from streamer.events import SensorSize, concat_events, make_events
 
 DVS128 = SensorSize(128, 128)
 NMNIST_SENSOR = SensorSize(34, 34)
-CIFAR10DVS_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 GESTURE_CLASSES = 11
 
 
@@ -267,12 +256,12 @@ def write_cifar10dvs_folder(
     root = Path(root)
     rng = np.random.default_rng(seed)
     written = []
-    for label, name in enumerate(CIFAR10DVS_CLASSES):
+    for label, name in enumerate(CIFAR10):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             start = int(rng.integers(1_000_000, 100_000_000))
             events = _saccade_events(
-                rng, label, len(CIFAR10DVS_CLASSES), DVS128, events_per_sample, start, duration_us
+                rng, label, len(CIFAR10), DVS128, events_per_sample, start, duration_us
             )
             path = root / name / f"cifar10_{name}_{i}.aedat"
             write_aedat2(path, events, DVS128)

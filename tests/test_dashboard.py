@@ -19,25 +19,14 @@ import numpy as np
 import pytest
 import zmq
 
+from replay.class_names import DVS_GESTURE
 from streamer import wire
 from streamer.dashboard import DashboardWindow, application, dispose
 from streamer.dashboard_feed import SUBSCRIBED_TYPES, DashboardFeed
 from streamer.dashboard_state import DashboardState, preview_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
-GESTURES = [
-    "hand clap",
-    "right hand wave",
-    "left hand wave",
-    "right arm clockwise",
-    "right arm counter clockwise",
-    "left arm clockwise",
-    "left arm counter clockwise",
-    "arm roll",
-    "air drums",
-    "air guitar",
-    "other gestures",
-]
+GESTURES = list(DVS_GESTURE)
 
 
 class Publisher:

@@ -12,23 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from replay.class_names import CIFAR10
 from replay.datasets.base import FileDataset, scan_class_folders
 from replay.datasets.split import stratified_split
 from replay.formats.aedat2 import read_aedat2
 from streamer.events import Recording, SensorSize
 
-CLASS_NAMES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
+CLASS_NAMES = list(CIFAR10)
 SPLITS = ("all", "train", "test")
 
 

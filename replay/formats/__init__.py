@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from replay.class_names import CIFAR10
 from streamer.events import FormatError, Recording, SensorSize
 
 # format -> what it is, for messages and `stcsnn inspect`
@@ -34,18 +35,6 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 DEFAULT_CHUNK_EVENTS = 1_000_000
 # Classes named by the folder a sample sits in: format -> number of classes.
 FOLDER_CLASS_COUNTS = {"nmnist": 10, "dvs_sign": 15}
-CIFAR10_CLASS_NAMES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 GESTURE_LABELS_SUFFIX = "_labels.csv"
 
 
@@ -148,8 +137,8 @@ def labels_for(path: str | os.PathLike):
         if folder.isascii() and folder.isdigit() and int(folder) < FOLDER_CLASS_COUNTS[name]:
             return int(folder)
         return None
-    if name == "aedat2" and folder.lower() in CIFAR10_CLASS_NAMES:
-        return CIFAR10_CLASS_NAMES.index(folder.lower())
+    if name == "aedat2" and folder.lower() in CIFAR10:
+        return CIFAR10.index(folder.lower())
     return None
 
 

@@ -15,22 +15,10 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from replay.class_names import DVS_GESTURE
 from streamer.events import FormatError
 
-# Class ids 1-11 in order, as in the dataset's README.
-GESTURE_CLASS_NAMES: tuple[str, ...] = (
-    "hand clap",
-    "right hand wave",
-    "left hand wave",
-    "right arm clockwise",
-    "right arm counter clockwise",
-    "left arm clockwise",
-    "left arm counter clockwise",
-    "arm roll",
-    "air drums",
-    "air guitar",
-    "other gestures",
-)
+GESTURE_CLASS_NAMES = DVS_GESTURE  # class id k is GESTURE_CLASS_NAMES[k - 1]
 FIRST_CLASS_ID = 1
 LAST_CLASS_ID = len(GESTURE_CLASS_NAMES)
 HEADER = ("class", "startTime_usec", "endTime_usec")

@@ -36,8 +36,11 @@ from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.data import (
     RandomCropClips,
     SplitSpec,
+    StreamClipBatch,
+    StreamCropClips,
     cached_clips,
     clip_loader,
+    collate_stream_clips,
     default_split,
     default_workers,
     open_events,
@@ -75,6 +78,37 @@ class TrainConfig:
     eval_batch_size: int = 128
     cache_dir: str | None = None  # compressed-clip cache (default $STCSNN_CACHE/clips)
     stop_after: int | None = None  # end this process after this many epochs (resume goes on)
+    # Stream-aware training (opt-in, off by default; docs/training.md "Streaming
+    # accuracy"): this share of the random crops is cut as the streaming worker
+    # sees a sample in a replay (models.data.StreamCropClips).
+    stream_context: float = 0.0  # share of crops preceded by other samples, at a random phase
+    stream_context_us: tuple[int, int] | None = None  # its length range; default (0, one window)
+    stream_gap_us: int = 0  # event-free time between samples (a replay's --gap-us)
+    stream_phase: bool = True  # False: the grid starts at the crop's onset
+    stream_loss: str = "mean"  # over the target's steps: "mean" readout's CE, or "each" step's CE
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stream_context <= 1.0:
+            raise ValueError(f"stream_context must be in [0, 1], found {self.stream_context}")
+        if self.stream_loss not in STREAM_LOSSES:
+            raise ValueError(
+                f"stream_loss must be one of {STREAM_LOSSES}, found {self.stream_loss!r}"
+            )
+        if self.stream_context > 0 and not self.random_crop:
+            raise ValueError("stream_context needs random crops (not --crop-us off)")
+
+    @property
+    def stream_training(self) -> dict[str, Any] | None:
+        """The stream-aware training settings, or None when off (the default)."""
+        if self.stream_context <= 0:
+            return None
+        return {
+            "context": self.stream_context,
+            "context_us": list(self.stream_context_us) if self.stream_context_us else None,
+            "gap_us": self.stream_gap_us,
+            "phase": self.stream_phase,
+            "loss": self.stream_loss,
+        }
 
     def model_config(self) -> ModelConfig:
         config = get_config(self.config or self.dataset)
@@ -97,7 +131,23 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["split"] = self.split_spec.to_dict()
         out["crop_us"] = list(self.crop_us) if self.crop_us else None
+        out["stream_context_us"] = list(self.stream_context_us) if self.stream_context_us else None
+        # Runs without stream-aware training keep the config they had before these
+        # options existed (so their checkpoints resume and compare as before).
+        for name, default in STREAM_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
         return out
+
+
+STREAM_LOSSES = ("mean", "each")
+STREAM_DEFAULTS = {
+    "stream_context": 0.0,
+    "stream_context_us": None,
+    "stream_gap_us": 0,
+    "stream_phase": True,
+    "stream_loss": "mean",
+}
 
 
 # Fields that may differ when resuming: they do not change what is learned.
@@ -229,7 +279,18 @@ def _train(
         )
     train_part, val_part = split_parts(dataset, spec)
     cache_kw = dict(cache_dir=tc.cache_dir, workers=workers, log=log)
-    if tc.random_crop:
+    if tc.random_crop and tc.stream_context > 0:
+        train_set = StreamCropClips(
+            train_part,
+            config.compression,
+            tc.crop_us,
+            probability=tc.stream_context,
+            context_us=tc.stream_context_us,
+            gap_us=tc.stream_gap_us,
+            random_phase=tc.stream_phase,
+            seed=tc.seed,
+        )
+    elif tc.random_crop:
         train_set = RandomCropClips(train_part, config.compression, tc.crop_us, seed=tc.seed)
     else:
         train_set = _cached_by_rank0(train_part, config, f"{tc.dataset}-train", ranks, cache_kw)
@@ -246,6 +307,7 @@ def _train(
         pin_memory=pin,
         rank=ranks.rank,
         world=ranks.world,
+        **({"collate_fn": collate_stream_clips} if tc.stream_training else {}),
     )
     val_loader = None
     if val_set is not None:
@@ -312,8 +374,11 @@ def _train(
             batch = batch.to(device, non_blocking=True)
             with autocast_for(device, tc.amp):
                 logits = net(batch.clips)
-            clip_logits = mean_readout(logits, batch.steps)
-            loss = F.cross_entropy(clip_logits, batch.labels)
+            if isinstance(batch, StreamClipBatch):
+                clip_logits, loss = stream_loss(logits, batch, tc.stream_loss)
+            else:
+                clip_logits = mean_readout(logits, batch.steps)
+                loss = F.cross_entropy(clip_logits, batch.labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
@@ -396,6 +461,32 @@ def _train(
     }
 
 
+def scored_readout(logits: torch.Tensor, first: torch.Tensor, steps: torch.Tensor):
+    """``[T, B, C]`` readout -> ``([B, C]`` mean over steps ``first[b] .. steps[b] - 1``,
+    ``[T, B]`` float mask of those steps)."""
+    t = torch.arange(logits.shape[0], device=logits.device)
+    mask = ((t[:, None] >= first[None, :]) & (t[:, None] < steps[None, :])).to(torch.float32)
+    total = (logits.float() * mask[..., None]).sum(0)
+    return total / mask.sum(0).clamp(min=1)[:, None], mask
+
+
+def stream_loss(
+    logits: torch.Tensor, batch: StreamClipBatch, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(clip logits [B, C], loss)`` of stream-aware clips: only the steps from the
+    target's onset count (the context before it is another sample's). ``mean``: the
+    cross-entropy of their mean readout (the clip objective); ``each``: the mean
+    cross-entropy of every such step's own readout (every hop's prediction)."""
+    clip_logits, mask = scored_readout(logits, batch.first, batch.steps)
+    if kind == "mean":
+        return clip_logits, F.cross_entropy(clip_logits, batch.labels)
+    steps, size, classes = logits.shape
+    labels = batch.labels[None, :].expand(steps, size).reshape(-1)
+    per_step = F.cross_entropy(logits.float().reshape(-1, classes), labels, reduction="none")
+    per_clip = (per_step.view(steps, size) * mask).sum(0) / mask.sum(0).clamp(min=1)
+    return clip_logits, per_clip.mean()
+
+
 def _cached_by_rank0(samples, config: ModelConfig, name: str, ranks: Distributed, cache_kw):
     """Rank 0 builds the clip cache entry while the others wait, then all open it."""
     if ranks.world > 1 and not ranks.main:
@@ -433,6 +524,7 @@ def _extra(tc, epochs_done, metrics, best, train_part, val_part) -> dict:
         "best_val_loss": best_loss if math.isfinite(best_loss) else None,
         "best_epoch": best_epoch,
         "val_clips": "whole",
+        **({"stream_training": tc.stream_training} if tc.stream_training else {}),
         "train_config": tc.to_dict(),
         "torch": str(torch.__version__),
     }

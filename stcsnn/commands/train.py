@@ -59,6 +59,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MIN:MAX",
         help="random crop length range in µs (default: one window); 'off' = whole samples",
     )
+    stream = parser.add_argument_group(
+        "stream-aware training (off by default; docs/training.md, Streaming accuracy)"
+    )
+    stream.add_argument(
+        "--stream-context",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of crops preceded by other samples, played back to back, on a grid at "
+        "a random phase to the crop's onset, scored from the onset on (0 = off)",
+    )
+    stream.add_argument(
+        "--stream-context-us",
+        metavar="MIN:MAX",
+        help="length range of that preceding stream in µs (default 0:one window)",
+    )
+    stream.add_argument(
+        "--stream-gap-us", type=int, default=0, help="event-free µs between samples (replay gap)"
+    )
+    stream.add_argument(
+        "--no-stream-phase", action="store_true", help="grid from the crop's onset (no phase)"
+    )
+    stream.add_argument(
+        "--stream-loss",
+        choices=("mean", "each"),
+        default="mean",
+        help="over the scored steps: CE of the mean readout, or the mean CE of each step",
+    )
     run.add_argument("--out", help="run folder (default runs/<config>-T<T>-seed<S>)")
     run.add_argument("--resume", action="store_true", help="continue from the run folder's last.pt")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -109,6 +137,16 @@ def train_config(args: argparse.Namespace):
             limit=args.limit,
         )
     crop_text = args.crop_us
+    stream_context_us = None
+    if args.stream_context_us is not None:
+        low, _, high = str(args.stream_context_us).partition(":")
+        try:
+            stream_context_us = (int(float(low)), int(float(high or low)))
+        except ValueError:
+            raise ValueError(
+                "--stream-context-us must be MIN:MAX or LEN in µs, "
+                f"found {args.stream_context_us!r}"
+            ) from None
     return TrainConfig(
         dataset=args.dataset,
         root=args.root,
@@ -128,6 +166,11 @@ def train_config(args: argparse.Namespace):
         amp=args.amp,
         workers=args.workers,
         cache_dir=args.cache_dir,
+        stream_context=args.stream_context,
+        stream_context_us=stream_context_us,
+        stream_gap_us=args.stream_gap_us,
+        stream_phase=not args.no_stream_phase,
+        stream_loss=args.stream_loss,
     )
 
 

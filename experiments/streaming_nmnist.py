@@ -30,7 +30,9 @@ hop against the label at its last µs. Here also: hop ``k`` of a sample is the
 also holds the end of the previous sample); the **decision latency** of a
 sample is the time from its onset to the end of the first hop from which the
 smoothed top-1 is correct and stays correct to the sample's last hop (none if
-its last hop is wrong).
+its last hop is wrong); ``top1_changes_per_sample`` counts how often the
+smoothed top-1 changes between the hops of a sample (the flicker that the
+smoothing is there to calm).
 
 One JSON per checkpoint goes to ``experiments/results/streaming_nmnist/``.
 """
@@ -151,12 +153,13 @@ def score_stream(
     result = log.accuracy()
     by_hop = [[0, 0, 0] for _ in range(MAX_HOPS_REPORTED)]  # hops, correct, correct raw
     latencies: list[float] = []
-    undecided = 0
+    undecided = changes = 0
     for start, end, label in segments:
         # Hops scored for this segment: those whose last µs lies in [start, end).
         first = int(np.searchsorted(t_end_us, start, side="right"))
         last = int(np.searchsorted(t_end_us, end, side="right"))
         right = top1[first:last] == label
+        changes += int(np.count_nonzero(np.diff(top1[first:last])))
         for k in range(min(last - first, MAX_HOPS_REPORTED)):
             by_hop[k][0] += 1
             by_hop[k][1] += int(right[k])
@@ -176,6 +179,8 @@ def score_stream(
         }
         for k, (n, c, r) in enumerate(by_hop)
     ]
+    # Flicker, what smoothing is for: changes of the top-1 between a sample's hops.
+    result["top1_changes_per_sample"] = changes / len(segments) if segments else None
     result["decision_latency_ms"] = {
         "median": float(np.median(latencies)) if latencies else None,
         "mean": float(np.mean(latencies)) if latencies else None,
@@ -323,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=str(DEFAULT_ROOT))
     parser.add_argument("--no-demo", action="store_true", help="offline figures only")
     parser.add_argument(
-        "--ema-tau-us", type=float, nargs="*", default=[75_000, 150_000, 300_000, 600_000]
+        "--ema-tau-us",
+        type=float,
+        nargs="*",
+        default=[1, 37_500, 75_000, 112_500, 150_000, 300_000],
+        help="EMA time constants to score offline besides the checkpoint's (1 µs: no smoothing)",
     )
     parser.add_argument("--gap-us", type=int, default=0, help="replay gap (offline only if > 0)")
     parser.add_argument("--out", default=str(RESULTS))

@@ -282,6 +282,7 @@ def test_stream_scores_match_the_demo_definitions():
     assert by_hop[0]["hops"] == 2 and by_hop[0]["accuracy"] == 0.5
     assert by_hop[0]["accuracy_unsmoothed"] == 0.5
     assert [e["hops"] for e in by_hop[:6]] == [2, 2, 2, 2, 2, 1]
+    assert result["top1_changes_per_sample"] == (1 + 4) / 2  # 0->1; 2->1->2->0->2
     latency = result["decision_latency_ms"]
     # Segment 1: correct from the hop ending at 20 (20 µs after onset 0); segment 2:
     # wrong at 90, correct from 100 on (45 µs after its onset 55).

@@ -132,6 +132,8 @@ def held_out_predictions(checkpoint: Path, root: str, fold: int, folds: int) -> 
 
 def run_one(variant: str, steps: int, fold: int, folds: int, epochs: int, root: str) -> Path:
     """Train one (variant, T, fold), write its result JSON, delete its checkpoints."""
+    import torch
+
     from models.data import SplitSpec
     from models.train import TrainConfig, train
 
@@ -180,6 +182,7 @@ def run_one(variant: str, steps: int, fold: int, folds: int, epochs: int, root: 
         "loadavg_at_start": list(load_before),
         "loadavg_at_end": list(os.getloadavg()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+        "torch_threads": torch.get_num_threads(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -307,6 +310,10 @@ def aggregate(folder: Path = RESULTS, plot_dir: Path = PLOTS) -> dict[str, Any]:
         compare(("full", t), ("baseline", 16), "claim: full at T<=4 vs baseline at T=16")
     for t in (1, 2, 4, 8, 16):
         compare(("full", t), ("baseline", t), "full vs baseline at equal T")
+    for t in (1, 2, 4, 8):
+        compare(("baseline", t), ("baseline", 16), "baseline: does T matter")
+    for t in (1, 2, 8, 16):
+        compare(("full", t), ("full", 4), "full method: does T matter")
     for v in ("no_stc", "no_filter", "k1", "fixed_tau"):
         compare(("full", 2), (v, 2), "ablation at T=2")
     cost_path = folder / "cost.json"
@@ -356,17 +363,29 @@ def plot_accuracy_vs_t(summary: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
-    for variant, colour in (("full", "tab:blue"), ("baseline", "tab:orange")):
+    for variant, colour, shift in (("full", "tab:blue", 0.97), ("baseline", "tab:orange", 1.03)):
         points = sorted(
-            (e["T"], e["accuracy"], e["se"])
+            (e["T"], e["accuracy"], e["se"], len(e["folds_done"]))
             for e in summary["configs"].values()
             if e["variant"] == variant
         )
-        if points:
-            ts, acc, se = zip(*points, strict=True)
-            ax.errorbar(
-                ts, acc, yerr=se, marker="o", capsize=3, color=colour, label=VARIANTS[variant].label
-            )
+        if not points:
+            continue
+        ts, acc, se, folds = zip(*points, strict=True)
+        ts = [t * shift for t in ts]  # side by side, so the error bars do not hide each other
+        ax.errorbar(
+            ts, acc, yerr=se, marker="o", capsize=3, color=colour, label=VARIANTS[variant].label
+        )
+        for t, a, k in zip(ts, acc, folds, strict=True):
+            if k < max(folds):
+                ax.annotate(
+                    f"{k} folds",
+                    (t, a),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=6,
+                    color=colour,
+                )
     ax.set_xscale("log", base=2)
     ax.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
     ax.set_xlabel("T (steps per 300 ms window; hop = 300 ms / T)")

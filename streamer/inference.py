@@ -40,14 +40,21 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.networks import ModelConfig, SpikingNet, build_network, get_config
+from streamer.events import SensorSize
 
 log = logging.getLogger("stcsnn.inference")
 
 DEFAULT_CPU_THREADS = 1  # measured: see docs/streaming.md ("CPU threads")
 
 
-def default_checkpoint_path() -> Path | None:
-    """The project's default N-MNIST checkpoint, or None while it has not been committed.
+# Sensors up to this size get the N-MNIST (34x34) default; larger ones the
+# 128x128 gesture-shape default (DVS_Sign), which the adapter fits them to.
+SMALL_SENSOR_PIXELS = 64
+
+
+def default_checkpoint_path(sensor: SensorSize | None = None) -> Path | None:
+    """The project's default checkpoint for ``sensor``, or None while it has not been
+    committed: N-MNIST's for no sensor or one up to 64x64, else the 128x128 one.
 
     The one place that says which checkpoint ``stcsnn worker`` / ``stcsnn demo``
     use without ``--model``."""
@@ -55,8 +62,9 @@ def default_checkpoint_path() -> Path | None:
         from models.default_checkpoints import default_checkpoint
     except ImportError:
         return None
+    small = sensor is None or max(sensor) <= SMALL_SENSOR_PIXELS
     try:
-        return default_checkpoint("nmnist")
+        return default_checkpoint("nmnist" if small else "dvs_sign")
     except FileNotFoundError:
         return None
 

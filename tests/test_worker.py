@@ -302,3 +302,13 @@ def test_preview_and_stats_messages_round_trip_and_bad_previews_are_refused():
         wire.decode(frames[:2])
     with pytest.raises(ValueError):
         wire.encode_preview("cam0", "w", 0, image.astype(np.uint16), t_start_us=0, t_end_us=1)
+
+
+def test_the_default_checkpoint_follows_the_sensor_size():
+    from streamer.events import SensorSize
+    from streamer.inference import default_checkpoint_path
+
+    assert default_checkpoint_path().name == "nmnist.pt"
+    assert default_checkpoint_path(SensorSize(34, 34)).name == "nmnist.pt"
+    assert default_checkpoint_path(SensorSize(128, 128)).name == "dvs_sign.pt"
+    assert default_checkpoint_path(SensorSize(346, 260)).name == "dvs_sign.pt"

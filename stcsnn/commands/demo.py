@@ -114,6 +114,27 @@ def dashboard_module(args: argparse.Namespace) -> str | None:
     return DASHBOARD_MODULE
 
 
+def default_model(args: argparse.Namespace, source_args: list[str]) -> str | None:
+    """Without ``--model``: the default checkpoint that fits the source's sensor (a
+    replay's first file; live and synthetic sources are 128x128 or larger)."""
+    from streamer.events import SensorSize
+    from streamer.inference import default_checkpoint_path
+
+    if "--replay" in source_args:
+        from replay.formats import iter_recording
+        from replay.player import list_recordings
+
+        first = list_recordings(source_args[source_args.index("--replay") + 1])[0]
+        sensor, chunks = iter_recording(first, chunk_events=1)
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    else:
+        sensor = SensorSize(128, 128)
+    path = default_checkpoint_path(sensor)
+    return str(path) if path is not None else None
+
+
 def window_visible() -> bool:
     """Whether the dashboard shows a window a person can close (not Qt's offscreen
     platform, which the dashboard picks where Linux has no display)."""
@@ -207,8 +228,14 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         "--json",
     ]
-    if args.model:
-        worker_args += ["--model", args.model]
+    model = args.model
+    if model is None:
+        try:
+            model = default_model(args, source_args)
+        except (OSError, ValueError) as error:  # the producer will report it properly
+            log.debug("no default model from the source: %s", error)
+    if model:
+        worker_args += ["--model", model]
     if args.hop_us:
         worker_args += ["--hop-us", str(args.hop_us)]
     if lossless:

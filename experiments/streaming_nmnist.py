@@ -40,6 +40,7 @@ One JSON per checkpoint goes to ``experiments/results/streaming_nmnist/``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -283,6 +284,7 @@ def measure(
         folder = link_replay_folder(files, Path(tmp) / "val")
         result: dict[str, Any] = {
             "checkpoint": str(checkpoint),
+            "checkpoint_sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
             "trained": {
                 k: extra.get(k)
                 for k in ("epoch", "best_epoch", "seed", "val_accuracy", "stream_training")
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gap-us", type=int, default=0, help="replay gap (offline only if > 0)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--note", help="a line kept in every result (e.g. which checkpoint)")
     args = parser.parse_args(argv)
     names = args.name or [Path(c).stem for c in args.checkpoints]
     if len(names) != len(args.checkpoints):
@@ -350,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             demo=not args.no_demo,
             gap_us=args.gap_us,
         )
+        if args.note:
+            result["note"] = args.note
         result["machine"] = platform.node()
         result["when"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))

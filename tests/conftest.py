@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,17 @@ def shared_path(relative: str) -> Path:
 @pytest.fixture
 def data_dir() -> Path:
     return shared_path("")
+
+
+@pytest.fixture
+def no_hang():
+    """Turn a hang (e.g. a reader looping on a corrupt file) into a failure."""
+
+    def fail(signum, frame):
+        raise AssertionError("did not finish within 60 s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

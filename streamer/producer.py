@@ -145,7 +145,9 @@ class _Subscriptions:
         return True
 
 
-def _open_socket(context: zmq.Context, endpoint: str, send_hwm: int, linger_ms: int) -> zmq.Socket:
+def bind_xpub(context: zmq.Context, endpoint: str, send_hwm: int, linger_ms: int) -> zmq.Socket:
+    """An XPUB bound to ``endpoint`` that reports its subscriptions and, at a full
+    queue, raises EAGAIN instead of dropping silently (producer and worker)."""
     socket = context.socket(zmq.XPUB)
     socket.setsockopt(zmq.SNDHWM, send_hwm)
     socket.setsockopt(zmq.LINGER, linger_ms)
@@ -214,7 +216,7 @@ def run_producer(
         raise ValueError(f"on_full must be 'drop' or 'block', got {on_full!r}")
     stop_event = stop_event or threading.Event()
     context = context or zmq.Context.instance()
-    socket = _open_socket(context, endpoint, send_hwm, linger_ms)
+    socket = bind_xpub(context, endpoint, send_hwm, linger_ms)
     stats = ProducerStats(
         stream_id=stream_id,
         session=uuid.uuid4().hex[:12],

@@ -61,7 +61,7 @@ from streamer import wire
 from streamer.adapt import SensorAdapter
 from streamer.compress import CompressedSteps, CompressionConfig, StreamingCompressor
 from streamer.events import EventError, SensorSize, concat_events
-from streamer.producer import check_endpoint
+from streamer.producer import bind_xpub, check_endpoint
 
 if TYPE_CHECKING:
     from models.networks import ModelConfig
@@ -860,19 +860,7 @@ class _Subscribers:
 def open_publisher(context: zmq.Context, endpoint: str, bind_any: bool) -> zmq.Socket:
     """An XPUB for predictions: loopback unless ``bind_any``; sees its subscribers."""
     check_endpoint(endpoint, bind_any)
-    socket = context.socket(zmq.XPUB)
-    socket.setsockopt(zmq.SNDHWM, PREDICTION_SEND_HWM)
-    socket.setsockopt(zmq.LINGER, 1000)
-    socket.setsockopt(zmq.XPUB_VERBOSER, 1)
-    socket.setsockopt(zmq.XPUB_NODROP, 1)  # full queue -> EAGAIN -> counted drop
-    try:
-        socket.bind(endpoint)
-    except zmq.ZMQError as error:
-        socket.close(0)
-        from streamer.producer import EndpointError
-
-        raise EndpointError(f"cannot bind {endpoint}: {error}") from None
-    return socket
+    return bind_xpub(context, endpoint, PREDICTION_SEND_HWM, linger_ms=1000)
 
 
 def run_worker(

@@ -76,6 +76,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA
     workers: int | None = None  # loader processes (default: data.default_workers)
     eval_batch_size: int = 128
+    val_every: int = 1  # validate every N epochs and after the last (cheaper k-fold grids)
     cache_dir: str | None = None  # compressed-clip cache (default $STCSNN_CACHE/clips)
     stop_after: int | None = None  # end this process after this many epochs (resume goes on)
     # Stream-aware training (opt-in, off by default; docs/training.md "Streaming
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ValueError(
                 f"stream_loss must be one of {STREAM_LOSSES}, found {self.stream_loss!r}"
             )
+        if self.val_every < 1:
+            raise ValueError(f"val_every must be >= 1, found {self.val_every}")
         if self.stream_context > 0 and not self.random_crop:
             raise ValueError("stream_context needs random crops (not --crop-us off)")
 
@@ -132,9 +135,9 @@ class TrainConfig:
         out["split"] = self.split_spec.to_dict()
         out["crop_us"] = list(self.crop_us) if self.crop_us else None
         out["stream_context_us"] = list(self.stream_context_us) if self.stream_context_us else None
-        # Runs without stream-aware training keep the config they had before these
-        # options existed (so their checkpoints resume and compare as before).
-        for name, default in STREAM_DEFAULTS.items():
+        # Runs at the defaults of options added later keep the config they had
+        # before these options existed (so their checkpoints resume and compare as before).
+        for name, default in LATER_DEFAULTS.items():
             if out[name] == default:
                 del out[name]
         return out
@@ -148,11 +151,12 @@ STREAM_DEFAULTS = {
     "stream_phase": True,
     "stream_loss": "mean",
 }
+LATER_DEFAULTS = {**STREAM_DEFAULTS, "val_every": 1}
 
 
 # Fields that may differ when resuming: they do not change what is learned.
 RESUMABLE_CHANGES = {"epochs", "resume", "device", "workers", "eval_batch_size", "stop_after"}
-RESUMABLE_CHANGES |= {"cache_dir", "out"}
+RESUMABLE_CHANGES |= {"cache_dir", "out", "val_every"}
 
 
 @dataclass(frozen=True)
@@ -397,7 +401,8 @@ def _train(
 
         # ---- validate, log, checkpoint
         val = None
-        if val_loader is not None:
+        due = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
+        if val_loader is not None and due:
             val = evaluate(
                 model,
                 val_loader,
@@ -412,10 +417,14 @@ def _train(
         val_accuracy = val.accuracy if val is not None else None
         # Best: higher validation accuracy; at equal accuracy (common on 100
         # samples) the lower validation loss, i.e. the more settled model.
+        # Without a validation set every epoch is the best; an epoch that skipped
+        # validation (val_every) never is.
         improved = (
-            val is None
-            or val_accuracy > best_accuracy
-            or (val_accuracy == best_accuracy and val.loss < best_loss)
+            val_loader is None
+            or val is not None
+            and val_accuracy > best_accuracy
+            or val is not None
+            and (val_accuracy == best_accuracy and val.loss < best_loss)
         )
         if improved and val is not None:
             best_accuracy, best_loss = val_accuracy, val.loss

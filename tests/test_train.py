@@ -105,6 +105,19 @@ def test_resume_continues_exactly(tmp_path):
         train(tiny(tmp_path / "b", epochs=3, resume=True, lr=1e-2), log=quiet)
 
 
+def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path):
+    summary = train(tiny(tmp_path, epochs=3, val_every=2, changes={"steps": 1}), log=quiet)
+    logged = metrics(summary["run_dir"])
+    assert [m["val_accuracy"] is not None for m in logged] == [False, True, True]
+    # Only validated epochs can be the best one.
+    assert [m["best"] for m in logged][0] is False
+    assert summary["best_epoch"] in (2, 3)
+    _, _, extra = load_checkpoint(summary["best_checkpoint"])
+    assert extra["val_accuracy"] == summary["best_val_accuracy"] is not None
+    with pytest.raises(ValueError, match="val_every"):
+        tiny(tmp_path, val_every=0)
+
+
 def test_cli_train_json_and_options(tmp_path, capsys):
     code = main(
         [

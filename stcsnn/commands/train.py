@@ -92,6 +92,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     run.add_argument("--workers", type=int, help="loader processes (default: by CPU count)")
+    run.add_argument(
+        "--val-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="validate every N epochs and after the last (default 1)",
+    )
     run.add_argument("--cache-dir", help="compressed-clip cache (default $STCSNN_CACHE/clips)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -165,6 +172,7 @@ def train_config(args: argparse.Namespace):
         device=args.device,
         amp=args.amp,
         workers=args.workers,
+        val_every=args.val_every,
         cache_dir=args.cache_dir,
         stream_context=args.stream_context,
         stream_context_us=stream_context_us,

@@ -376,7 +376,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Markdown tables of docs/results_dvs_sign.md from the result JSONs."""
     import statistics
 
-    from nmnist_grid import mcnemar_exact_p, paired_difference_se, standard_error
+    from kfold_grid import mcnemar_exact_p, paired_difference_se, standard_error
 
     trains, evals = _load("train"), _load("eval")
     streams = {(*key, 0): v for key, v in _load("stream").items()}

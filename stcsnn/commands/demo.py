@@ -41,7 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dv-stream", metavar="HOST:PORT", help="the DV software's network output")
     source.add_argument("--synthetic", metavar="RATE", help="synthetic events, e.g. 1M (ev/s)")
     parser.add_argument(
-        "--model", metavar="CKPT", help="checkpoint (default: the project's N-MNIST checkpoint)"
+        "--model",
+        metavar="CKPT",
+        help="checkpoint (default: the project's one for the source's sensor: N-MNIST's"
+        " up to 64x64, the DVS_Sign 128x128 one above)",
     )
     parser.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda:N")
     parser.add_argument("--hop-us", type=int, help="worker step length (default: checkpoint's)")

@@ -98,7 +98,8 @@ def save_checkpoint(
     return path
 
 
-def _config_differences(found: ModelConfig, expected: ModelConfig) -> list[str]:
+def config_differences(found: ModelConfig, expected: ModelConfig) -> list[str]:
+    """Each field where ``found`` differs from ``expected``, as ``"name: found != expected"``."""
     a, b = found.to_dict(), expected.to_dict()
     diffs = []
     for key in sorted(set(a) | set(b)):
@@ -167,7 +168,7 @@ def load_checkpoint(
     except (ValueError, TypeError) as exc:
         raise CheckpointError(path, f"invalid config: {exc}") from None
     if expected_config is not None:
-        diffs = _config_differences(config, expected_config)
+        diffs = config_differences(config, expected_config)
         if diffs:
             raise CheckpointError(path, "config differs from the expected one: " + "; ".join(diffs))
     model = build_network(config)

@@ -19,6 +19,7 @@ and ``run.json`` (the training config and the model config).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -32,7 +33,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    CheckpointError,
+    config_differences,
+    load_checkpoint,
+    save_checkpoint,
+)
 from models.data import (
     RandomCropClips,
     SplitSpec,
@@ -77,6 +83,7 @@ class TrainConfig:
     workers: int | None = None  # loader processes (default: data.default_workers)
     eval_batch_size: int = 128
     val_every: int = 1  # validate every N epochs and after the last (cheaper k-fold grids)
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning); new optimiser
     cache_dir: str | None = None  # compressed-clip cache (default $STCSNN_CACHE/clips)
     stop_after: int | None = None  # end this process after this many epochs (resume goes on)
     # Stream-aware training (opt-in, off by default; docs/training.md "Streaming
@@ -151,7 +158,7 @@ STREAM_DEFAULTS = {
     "stream_phase": True,
     "stream_loss": "mean",
 }
-LATER_DEFAULTS = {**STREAM_DEFAULTS, "val_every": 1}
+LATER_DEFAULTS = {**STREAM_DEFAULTS, "val_every": 1, "init": None}
 
 
 # Fields that may differ when resuming: they do not change what is learned.
@@ -347,6 +354,9 @@ def _train(
         log(f"resumed from {last_path}: {start_epoch} epochs done, best val {best_accuracy:.4f}")
     elif tc.resume:
         log(f"nothing to resume in {run_dir}: starting afresh")
+    if tc.init and start_epoch == 0:
+        model.load_state_dict(initial_weights(tc.init, config))
+        log(f"initialised from {tc.init}")
     net = model
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -496,6 +506,18 @@ def stream_loss(
     return clip_logits, per_clip.mean()
 
 
+def initial_weights(path: str | os.PathLike, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``path`` for a run of ``config`` (``--init``): the
+    network must be the same; the readout EMA, which no weight depends on, may differ."""
+    model, found, _ = load_checkpoint(path)
+    diffs = config_differences(
+        found.with_changes(stream_ema_tau_us=config.stream_ema_tau_us), config
+    )
+    if diffs:
+        raise CheckpointError(path, "--init: not this run's network: " + "; ".join(diffs))
+    return model.state_dict()
+
+
 def _cached_by_rank0(samples, config: ModelConfig, name: str, ranks: Distributed, cache_kw):
     """Rank 0 builds the clip cache entry while the others wait, then all open it."""
     if ranks.world > 1 and not ranks.main:
@@ -534,9 +556,14 @@ def _extra(tc, epochs_done, metrics, best, train_part, val_part) -> dict:
         "best_epoch": best_epoch,
         "val_clips": "whole",
         **({"stream_training": tc.stream_training} if tc.stream_training else {}),
+        **({"init_sha256": _sha256(tc.init)} if tc.init else {}),
         "train_config": tc.to_dict(),
         "torch": str(torch.__version__),
     }
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _resume(path: Path, tc: TrainConfig, config: ModelConfig, model, optimizer) -> tuple:

@@ -15,7 +15,7 @@ from conftest import shared_path
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import SplitSpec, cached_clips, clip_loader, open_part
 from models.evaluate import evaluate
-from models.train import TrainConfig, train
+from models.train import TrainConfig, initial_weights, train
 from stcsnn.cli import main
 
 # 50 real samples (5 per digit): 40 train, 10 validate.
@@ -116,6 +116,22 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path):
     assert extra["val_accuracy"] == summary["best_val_accuracy"] is not None
     with pytest.raises(ValueError, match="val_every"):
         tiny(tmp_path, val_every=0)
+
+
+def test_init_starts_from_a_checkpoints_weights(tiny_run, tmp_path):
+    tc, summary = tiny_run
+    start = summary["last_checkpoint"]
+    trained, _, _ = load_checkpoint(start)
+    config = tc.model_config().with_changes(stream_ema_tau_us=1.0)  # EMA may differ
+    for name, weight in initial_weights(start, config).items():
+        torch.testing.assert_close(weight, trained.state_dict()[name], msg=name)
+    tuned = train(tiny(tmp_path, epochs=1, init=start), log=quiet)
+    fresh = metrics(summary["run_dir"])[0]
+    assert metrics(tuned["run_dir"])[0]["train_loss"] < 0.8 * fresh["train_loss"]
+    _, _, extra = load_checkpoint(tuned["last_checkpoint"])
+    assert extra["train_config"]["init"] == start and len(extra["init_sha256"]) == 64
+    with pytest.raises(CheckpointError, match="hidden"):
+        train(tiny(tmp_path / "other", init=start, changes={"steps": 2, "hidden": 32}), log=quiet)
 
 
 def test_cli_train_json_and_options(tmp_path, capsys):

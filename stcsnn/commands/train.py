@@ -93,6 +93,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     run.add_argument("--workers", type=int, help="loader processes (default: by CPU count)")
     run.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from this checkpoint's weights (fine-tuning: same network, new optimiser)",
+    )
+    run.add_argument(
         "--val-every",
         type=int,
         default=1,
@@ -173,6 +178,7 @@ def train_config(args: argparse.Namespace):
         amp=args.amp,
         workers=args.workers,
         val_every=args.val_every,
+        init=args.init,
         cache_dir=args.cache_dir,
         stream_context=args.stream_context,
         stream_context_us=stream_context_us,

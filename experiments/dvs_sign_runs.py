@@ -332,6 +332,8 @@ def cmd_stream(args: argparse.Namespace) -> None:
     argv += ["--no-dashboard", "--json", "--model", str(checkpoint)]
     if args.limit:
         argv += ["--limit", str(args.limit)]
+    if args.ema_tau_us:
+        argv += ["--ema-tau-us", str(args.ema_tau_us)]
     started = time.perf_counter()
     code, summary, log = demo_with_log(argv, args.gap_us)
     result = {
@@ -347,6 +349,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
         **score_segments(log, args.max_hops),
     }
     kind = f"stream-gap{args.gap_us}" if args.gap_us else "stream"
+    kind += f"-ema{args.ema_tau_us}" if args.ema_tau_us else ""
     write_json(RESULTS / f"{name}-{kind}.json", result)
     print(
         f"{name}: streaming accuracy {summary.get('streaming_accuracy')}, hop accuracy "
@@ -540,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--speed", default="max")
     p.add_argument("--limit", type=int)
     p.add_argument("--max-hops", type=int, default=8)
+    p.add_argument("--ema-tau-us", type=int, help="the worker's readout EMA (default: ckpt's)")
     p.add_argument(
         "--gap-us", type=int, default=0, help=f"event time between samples (e.g. {GAP_US}: resets)"
     )

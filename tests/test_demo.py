@@ -85,6 +85,27 @@ def synthetic_demo(tmp_path):
         demo.wait()
 
 
+def test_ema_tau_us_reaches_the_worker(tmp_path):
+    """The default N-MNIST checkpoint's 75 ms readout EMA smooths its answers; with
+    ``--ema-tau-us 1`` the smoothed and the raw per-hop answers are the same."""
+    from models.default_checkpoints import default_checkpoint
+
+    playlist = nmnist_playlist(tmp_path, digits=range(4), per_digit=2)
+    hop_accuracy = {}
+    for ema in ([], ["--ema-tau-us", "1"]):
+        demo = _demo(
+            "--replay", str(playlist), "--no-dashboard", "--speed", "max", "--json",
+            "--model", str(default_checkpoint("nmnist")), *ema,
+        )  # fmt: skip
+        out, err = demo.communicate(timeout=60)
+        assert demo.returncode == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        hop_accuracy[bool(ema)] = (summary["hop_accuracy"], summary["hop_accuracy_unsmoothed"])
+    smoothed, raw = hop_accuracy[False]
+    assert smoothed != raw
+    assert hop_accuracy[True] == (raw, raw)
+
+
 def test_ctrl_c_stops_every_process_and_prints_the_summary(synthetic_demo):
     demo = synthetic_demo
     _wait_for_prediction_line(demo)

@@ -49,6 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda:N")
     parser.add_argument("--hop-us", type=int, help="worker step length (default: checkpoint's)")
     parser.add_argument(
+        "--ema-tau-us", type=float, help="prediction smoothing (default: the checkpoint's)"
+    )
+    parser.add_argument(
         "--speed", default="1", help="replay/synthetic speed: 1 = real time, 'max' = unpaced"
     )
     parser.add_argument(
@@ -241,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
         worker_args += ["--model", model]
     if args.hop_us:
         worker_args += ["--hop-us", str(args.hop_us)]
+    if args.ema_tau_us:
+        worker_args += ["--ema-tau-us", str(args.ema_tau_us)]
     if lossless:
         worker_args += ["--lossless"]
 

@@ -5,13 +5,12 @@ network shape, full method against the count-frame LIF baseline, on one fixed sp
     .venv/bin/python experiments/dvs_sign_runs.py evaluate --variant full --steps 4
     .venv/bin/python experiments/dvs_sign_runs.py stream --variant full --steps 4 --gap-us 2000000
     .venv/bin/python experiments/dvs_sign_runs.py report
-    .venv/bin/python experiments/dvs_sign_runs.py gpu-grid > grid.sh   # k-fold, for a GPU
 
-Why one split and not k-fold (issue 7 asks for k-fold over T in {1, 2, 4, 8}):
-on the shared 2-core CPU of the session that wrote this, one 30-epoch run of
-this network took 10-22 minutes, so only one fixed stratified split fitted
-(150 of the 600 samples held out, split seed 0, training seed 0). The k-fold
-grid is ``gpu-grid``: the commands for a GPU session.
+These runs use one fixed stratified split (150 of the 600 samples held out,
+split seed 0, training seed 0): the default checkpoint's training, the
+evaluation on windows and the streaming replays. The k-fold cross-validation
+over T in {1, 2, 4, 8} (and the ablation) is ``experiments/kfold_grid.py
+--dataset dvs_sign``.
 
 Network size: the METHOD.md gesture shape (SCB 64-128-128-256, hidden 512) has
 2.6 M parameters (10.5 MB of float32 weights), over the 5 MB budget for a
@@ -477,48 +476,6 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"| {key[1]} | {key[0]} | {between} | " + " | ".join(cells) + " |")
 
 
-# ---------------------------------------------------------------- the GPU grid
-
-
-def gpu_grid_commands(
-    root: str, folds: int = 5, epochs: int = 60, steps: tuple[int, ...] = (1, 2, 4, 8)
-) -> list[str]:
-    """The k-fold grid of issue 7 as ``stcsnn`` command lines (for a GPU session):
-    per (variant, T, fold) one training run, then the last epoch's predictions on
-    its held-out fold (``stcsnn eval --split val`` rebuilds the fold from the
-    checkpoint). Fold-major, so that a cut-off grid has every configuration on
-    the first folds."""
-    crop = f"{CROP_US[0]}:{CROP_US[1]}"
-    size = " ".join(
-        f"--set {k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"--set {k}={v}"
-        for k, v in SIZE_CHANGES.items()
-    )
-    lines = []
-    for fold in range(folds):
-        for t in steps:
-            for variant, spec in VARIANTS.items():
-                out = f"runs/dvs_sign_cv/{variant}-T{t}-fold{fold}of{folds}"
-                flags = " --baseline" if spec["baseline"] else ""
-                lines.append(
-                    f"stcsnn train --dataset dvs_sign --root {root} --steps {t}{flags} {size}"
-                    f" --crop-us {crop} --folds {folds} --fold {fold} --split-seed {SPLIT_SEED}"
-                    f" --seed {fold} --epochs {epochs} --device cuda --amp --workers 8"
-                    f" --out {out} --resume"
-                )
-                lines.append(
-                    f"stcsnn eval --dataset dvs_sign --root {root} --split val"
-                    f" --checkpoint {out}/last.pt --device cuda --json --out {out}/eval"
-                    f" > {out}/last-val.json"
-                )
-    return lines
-
-
-def cmd_gpu_grid(args: argparse.Namespace) -> None:
-    print("#!/bin/bash\nset -e")
-    for line in gpu_grid_commands(args.root, args.folds, args.epochs):
-        print(line)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -550,11 +507,6 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_stream)
     p = sub.add_parser("report", help="markdown tables from the result JSONs")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("gpu-grid", help="print the k-fold grid's commands (a bash script)")
-    p.add_argument("--root", default="../shared/data/dvs_sign")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=60)
-    p.set_defaults(func=cmd_gpu_grid)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -5,6 +5,8 @@
     .venv/bin/python experiments/kfold_grid.py --dataset nmnist aggregate
     OMP_NUM_THREADS=1 .venv/bin/python experiments/kfold_grid.py --dataset dvs_sign run &
     OMP_NUM_THREADS=1 .venv/bin/python experiments/kfold_grid.py --dataset dvs_sign run   # 2nd lane
+    .venv/bin/python experiments/kfold_grid.py --dataset dvs_sign run --folds 5 --epochs 60 \
+        --device cuda --amp --workers 4        # a GPU session (one lane or several)
 
 One ``GridSpec`` per dataset (``SPECS``) holds what differs: folds, epochs,
 groups, the network-size changes and crops. N-MNIST (issue 4, docs/results.md):
@@ -229,8 +231,18 @@ def held_out_predictions(
     return {"index": val_idx.tolist(), "label": labels, "predicted": predicted}
 
 
-def run_one(spec: GridSpec, variant: str, steps: int, fold: int, root: str) -> Path:
-    """Train one (variant, T, fold), write its result JSON, delete its checkpoints."""
+def run_one(
+    spec: GridSpec,
+    variant: str,
+    steps: int,
+    fold: int,
+    root: str,
+    device: str = "cpu",
+    amp: bool = False,
+    workers: int | None = None,
+) -> Path:
+    """Train one (variant, T, fold), write its result JSON, delete its checkpoints.
+    ``device``, ``amp`` and ``workers`` change the speed, not what is learned."""
     import torch
 
     from models.data import SplitSpec
@@ -247,7 +259,9 @@ def run_one(spec: GridSpec, variant: str, steps: int, fold: int, root: str) -> P
         extra["crop_us"] = spec.crop_us
     if spec.val_every != 1:
         extra["val_every"] = spec.val_every
-        extra["workers"] = 0  # one lane per core: no loader processes beside it
+    if workers is not None or spec.val_every != 1:
+        # DVS_Sign on the CPU: one lane per core, no loader processes beside it.
+        extra["workers"] = workers if workers is not None else 0
     tc = TrainConfig(
         dataset=spec.dataset,
         root=root,
@@ -258,7 +272,8 @@ def run_one(spec: GridSpec, variant: str, steps: int, fold: int, root: str) -> P
         split=SplitSpec(folds=folds, fold=fold, seed=SPLIT_SEED),
         out=str(run_dir),
         resume=True,
-        device="cpu",
+        device=device,
+        amp=amp,
         **extra,
     )
     load_before = os.getloadavg()
@@ -290,6 +305,7 @@ def run_one(spec: GridSpec, variant: str, steps: int, fold: int, root: str) -> P
         "loadavg_at_end": list(os.getloadavg()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "torch_threads": torch.get_num_threads(),
+        "device": device,
     }
     spec.results.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -620,6 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--stop-at", type=float, default=None, help="unix time after which no new run is launched"
     )
+    run.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    run.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    run.add_argument("--workers", type=int, help="loader processes (default: 0 on the CPU)")
     cost = sub.add_parser("cost", help="streaming step wall time, batch 1, 1 thread")
     cost.add_argument("--root")
     cost.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -630,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         changes = {k: v for k, v in (("folds", args.folds), ("epochs", args.epochs)) if v}
         spec = dataclasses.replace(spec, **changes)
+        hardware = {"device": args.device, "amp": args.amp, "workers": args.workers}
         root = args.root or str(spec.root)
         for variant, steps, fold in plan(args.groups or list(spec.groups), spec.folds, spec.groups):
             if args.stop_at is not None and time.time() > args.stop_at:
@@ -640,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (spec.results / f"{name}.json").is_file() or not claim(claim_path):
                 continue
             print(f"=== {name} ({time.strftime('%H:%M:%S')})", flush=True)
-            out = run_one(spec, variant, steps, fold, root)
+            out = run_one(spec, variant, steps, fold, root, **hardware)
             claim_path.unlink(missing_ok=True)
             r = json.loads(out.read_text())
             print(

@@ -23,12 +23,20 @@ the device:
   its own device copy of the state and the runner swaps it into the static
   buffers only when the stream being stepped changes.
 
+* **window** (``window_steps=N``, ``--window N``): no state carried from hop
+  to hop. Each hop runs the network from zero state over the stream's last N
+  compressed steps and answers their mean readout: exactly a clip of N steps
+  as training and ``stcsnn eval`` see it, so the previous gesture cannot linger
+  in the network state (docs/streaming.md, "Windowed inference"). It costs N
+  steps per hop.
+
 The CUDA paths could not be run on the machines where this was written (no
 GPU); they are guarded by ``torch.cuda.is_available()``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -273,14 +281,69 @@ class CudaGraphRunner(StepRunner):
             return self._static_logits[0].float().cpu().numpy()
 
 
+class WindowSlot:
+    """One stream's last compressed steps (the window), oldest first."""
+
+    def __init__(self, steps: int):
+        self.steps: collections.deque[np.ndarray] = collections.deque(maxlen=steps)
+
+
+class WindowRunner:
+    """Windowed inference: per hop, the network from zero state over the stream's
+    last ``steps`` compressed steps; the answer is their mean readout, as for a
+    clip in training and evaluation (``models.evaluate.mean_readout``). At a
+    stream's start the window holds the steps seen so far."""
+
+    def __init__(self, model: SpikingNet, device: torch.device, steps: int):
+        if steps < 1:
+            raise ValueError(f"window must be >= 1 steps, got {steps}")
+        self.model = model.eval().to(device)
+        self.device = device
+        self.config = model.config
+        self.window = steps
+        self.description = f"{device.type} eager, window of {steps} steps from zero state per hop"
+        if device.type == "cpu":
+            self.description += f", {torch.get_num_threads()} thread(s)"
+
+    def new_slot(self) -> WindowSlot:
+        return WindowSlot(self.window)
+
+    def reset(self, slot: WindowSlot) -> None:
+        slot.steps.clear()
+
+    def release(self, slot: WindowSlot) -> None:
+        """The stream is gone (nothing to free)."""
+
+    def step(self, x: np.ndarray, slot: WindowSlot) -> np.ndarray:
+        """Add one compressed step ``[2, H', W']`` to the window -> the window's mean
+        readout ``[num_classes]`` (float32)."""
+        slot.steps.append(np.array(x, dtype=np.float32))  # a copy: callers reuse buffers
+        clip = torch.from_numpy(np.stack(slot.steps))[:, None]  # [N, 1, 2, H', W']
+        with torch.inference_mode():
+            logits = self.model(clip.to(self.device))  # [N, 1, C]
+            return logits.float().mean(0)[0].cpu().numpy()
+
+    def warmup(self, steps: int = 3) -> None:
+        slot = self.new_slot()
+        zeros = np.zeros(self.config.input_shape, dtype=np.float32)
+        for _ in range(steps):
+            self.step(zeros, slot)
+
+
 def make_runner(
     model: SpikingNet,
     device: torch.device,
     *,
     compile: bool = False,
     cuda_graph: bool = False,
-) -> StepRunner:
-    """The runner for this device and these options (``cuda_graph`` needs CUDA)."""
+    window_steps: int | None = None,
+) -> StepRunner | WindowRunner:
+    """The runner for this device and these options (``cuda_graph`` needs CUDA;
+    ``window_steps``: windowed inference instead of the stateful step)."""
+    if window_steps is not None:
+        if compile or cuda_graph:
+            raise ValueError("--window runs eager: leave out --compile and --cuda-graph")
+        return WindowRunner(model, device, window_steps)
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError("--cuda-graph needs a CUDA device")

@@ -19,7 +19,7 @@ from tests.pipeline_helpers import (
     ROOT,
     descendants,
     nmnist_playlist,
-    save_untrained_checkpoint,
+    save_test_checkpoint,
     wait_gone,
 )
 
@@ -39,7 +39,7 @@ def _demo(*args: str, **popen) -> subprocess.Popen:
 
 def test_demo_replay_json_prints_one_summary_object(tmp_path):
     playlist = nmnist_playlist(tmp_path, digits=range(4), per_digit=2)
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     demo = _demo(
         "--replay", str(playlist), "--no-dashboard", "--speed", "max", "--json",
         "--model", str(checkpoint), "--hop-us", "25000",
@@ -75,7 +75,7 @@ def _wait_for_prediction_line(demo: subprocess.Popen, timeout_s: float = 30.0) -
 
 @pytest.fixture
 def synthetic_demo(tmp_path):
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     demo = _demo(
         "--synthetic", "100k", "--no-dashboard", "--model", str(checkpoint), "--hop-us", "20000"
     )
@@ -212,7 +212,7 @@ def test_an_unlabelled_stream_has_no_streaming_accuracy():
 
 def test_closing_the_dashboard_ends_the_demo(tmp_path):
     pytest.importorskip("pyqtgraph")
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     demo = _demo(
         "--synthetic", "100k", "--model", str(checkpoint), "--hop-us", "20000",
         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},

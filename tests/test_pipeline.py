@@ -20,7 +20,7 @@ from streamer.sources import Labels
 from tests.pipeline_helpers import (
     Subscriber,
     nmnist_playlist,
-    save_untrained_checkpoint,
+    save_test_checkpoint,
     start_producer,
     start_worker,
 )
@@ -30,7 +30,7 @@ HOP_US = 10_000
 
 def test_replayed_nmnist_predictions_equal_offline_evaluation_of_the_same_windows(tmp_path):
     playlist = nmnist_playlist(tmp_path, digits=range(5))
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     producer, producer_endpoint = start_producer(
         "--replay", str(playlist), "--speed", "max", "--lossless", "--wait-subscribers", "1"
     )
@@ -62,6 +62,7 @@ def test_replayed_nmnist_predictions_equal_offline_evaluation_of_the_same_window
     clip = compress_clip(events, compression, t0_us=t0, window_us=steps * HOP_US)
     with torch.no_grad():
         expected_logits = model(clip[:, None])[:, 0].numpy()
+    assert expected_logits.std(axis=0).max() > 0.1  # a readout that moves: a real comparison
     predictions = sub.of_type("prediction")
     assert [p.header["step"] for p in predictions] == list(range(steps))
     assert [p.header["t_end_us"] for p in predictions] == [
@@ -94,7 +95,7 @@ def _synthetic_producer(*extra: str):
 
 
 def test_producer_restart_mid_stream_resets_the_worker_state(tmp_path):
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     first, endpoint = _synthetic_producer()
     worker, predictions_endpoint = start_worker(
         endpoint, "--model", str(checkpoint), "--hop-us", str(HOP_US), "--wait-subscribers", "1"
@@ -139,7 +140,7 @@ def test_producer_restart_mid_stream_resets_the_worker_state(tmp_path):
 
 
 def test_a_new_worker_process_picks_up_a_running_stream(tmp_path):
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     producer, endpoint = _synthetic_producer()
     args = ("--model", str(checkpoint), "--hop-us", str(HOP_US), "--wait-subscribers", "1")
     first, first_endpoint = start_worker(endpoint, *args, name="worker 1")
@@ -174,7 +175,7 @@ def test_a_new_worker_process_picks_up_a_running_stream(tmp_path):
 
 
 def test_a_producer_far_faster_than_the_worker_keeps_memory_bounded_and_counts_drops(tmp_path):
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     max_pending_events = 100_000
     # 3 s of 5 M ev/s, unpaced (~14 M ev/s of generation); 1 ms hops: 3,000 steps
     # of the network wanted, far more than the worker does in the time.
@@ -222,7 +223,7 @@ def test_workers_share_streams_by_id_and_by_shard(tmp_path):
     from streamer.worker import shard_of
 
     assert (shard_of("cam0", 2), shard_of("cam2", 2)) == (0, 1)
-    checkpoint = save_untrained_checkpoint(tmp_path / "model.pt")
+    checkpoint = save_test_checkpoint(tmp_path / "model.pt")
     cam0, endpoint0 = _synthetic_producer("--stream-id", "cam0")
     cam2, endpoint2 = _synthetic_producer("--stream-id", "cam2")
     both = f"{endpoint0},{endpoint2}"

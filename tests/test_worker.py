@@ -14,13 +14,15 @@ import pytest
 import torch
 import zmq
 
-from models.networks import build_network, get_config
+from models.checkpoint import load_checkpoint
+from models.default_checkpoints import default_checkpoint
 from streamer import wire
 from streamer.compress import CompressionConfig
 from streamer.events import SensorSize, make_events
 from streamer.inference import (
     CudaGraphRunner,
     StepRunner,
+    WindowRunner,
     choose_device,
     default_checkpoint_path,
     load_model,
@@ -34,7 +36,7 @@ from streamer.worker import (
     shard_of,
     stream_compression,
 )
-from tests.pipeline_helpers import Subscriber, save_untrained_checkpoint, start_worker
+from tests.pipeline_helpers import Subscriber, save_test_checkpoint, start_worker
 
 
 def _pending(stream: str, count: int, message_type: str = "events", seq: int = 0) -> Pending:
@@ -137,15 +139,22 @@ def test_options_shards_and_hop_override():
 # --- the step runner ---------------------------------------------------------------------
 
 
+def trained_nmnist():
+    """The committed N-MNIST network: its readout moves with the input (an untrained
+    one at these input scales often never spikes, which would let any runner pass)."""
+    model, config, _ = load_checkpoint(default_checkpoint("nmnist"))
+    return model, config
+
+
 def test_runner_steps_equal_the_clip_forward_and_keep_streams_apart():
     torch.manual_seed(1)
-    config = get_config("nmnist")
-    model = build_network(config).eval()
+    model, config = trained_nmnist()
     runner = make_runner(model, choose_device("cpu"))
     assert isinstance(runner, StepRunner)
     clip = torch.rand(6, 2, *config.input_shape) * 3  # two streams of 6 steps
     with torch.no_grad():
         expected = model(clip).numpy()  # [T, B, classes]
+    assert expected.std(axis=0).max() > 0.1 and np.abs(expected[:, 0] - expected[:, 1]).max() > 0.1
     a, b = runner.new_slot(), runner.new_slot()
     for t in range(6):  # interleaved
         np.testing.assert_allclose(runner.step(clip[t, 0].numpy(), a), expected[t, 0], atol=1e-5)
@@ -154,26 +163,58 @@ def test_runner_steps_equal_the_clip_forward_and_keep_streams_apart():
     np.testing.assert_allclose(runner.step(clip[0, 0].numpy(), a), expected[0, 0], atol=1e-5)
 
 
+def test_window_runner_answers_the_mean_readout_of_the_last_n_steps_from_zero_state():
+    torch.manual_seed(3)
+    model, config = trained_nmnist()
+    runner = make_runner(model, choose_device("cpu"), window_steps=3)
+    assert isinstance(runner, WindowRunner) and "window of 3" in runner.description
+    clip = torch.rand(7, 2, *config.input_shape) * 3  # two streams of 7 steps
+    a, b = runner.new_slot(), runner.new_slot()
+    for t in range(7):  # interleaved
+        for slot, stream in ((a, 0), (b, 1)):
+            window = clip[max(0, t - 2) : t + 1, stream : stream + 1]
+            with torch.no_grad():
+                expected = model(window).mean(0)[0].numpy()  # a clip from zero state
+            x = clip[t, stream].numpy().copy()
+            answer = runner.step(x, slot)
+            x[:] = 0  # the runner keeps its own copy of the step
+            np.testing.assert_allclose(answer, expected, atol=1e-5)
+    # Nothing older than the window: the stateful step differs from it after 3 steps.
+    stateful = make_runner(model, choose_device("cpu"))
+    slot = stateful.new_slot()
+    last = [stateful.step(clip[t, 0].numpy(), slot) for t in range(7)][-1]
+    assert not np.allclose(last, runner.step(clip[6, 0].numpy(), runner.new_slot()))
+    runner.reset(a)
+    assert len(a.steps) == 0
+    with pytest.raises(ValueError, match="window"):
+        make_runner(model, choose_device("cpu"), window_steps=0)
+    with pytest.raises(ValueError, match="--window"):
+        make_runner(model, choose_device("cpu"), window_steps=2, compile=True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_graph_runner_equals_eager_across_interleaved_streams():
     torch.manual_seed(2)
-    for name in ("nmnist", "dvsgesture"):
-        config = get_config(name)
-        model = build_network(config).eval()
-        copy = build_network(config).eval()
-        copy.load_state_dict(model.state_dict())
+    # The committed networks (N-MNIST; the 4-block gesture shape): untrained ones
+    # stay silent on random input, which would let any runner pass.
+    for name in ("nmnist", "dvs_sign"):
+        model, config, _ = load_checkpoint(default_checkpoint(name))
+        copy, _, _ = load_checkpoint(default_checkpoint(name))
         eager = make_runner(model, torch.device("cuda"))
         graph = make_runner(copy, torch.device("cuda"), cuda_graph=True)
         assert isinstance(graph, CudaGraphRunner)
         slots = [(eager.new_slot(), graph.new_slot()) for _ in range(3)]
+        outputs = []
         for t in range(5):
             for k, (e_slot, g_slot) in enumerate(slots):
                 x = (torch.rand(*config.input_shape) * 3).numpy()
                 expected = eager.step(x, e_slot)
+                outputs.append(expected)
                 np.testing.assert_allclose(graph.step(x, g_slot), expected, rtol=1e-4, atol=1e-4)
                 if t == 2 and k == 1:
                     eager.reset(e_slot)
                     graph.reset(g_slot)
+        assert np.std(outputs, axis=0).max() > 0.01, f"{name}: the readout never moved"
 
 
 def test_default_model_is_the_default_checkpoint_or_an_untrained_network():
@@ -208,7 +249,7 @@ def _garbage(header_changes: dict) -> list:
 
 
 def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tmp_path):
-    model = save_untrained_checkpoint(tmp_path / "model.pt")
+    model = save_test_checkpoint(tmp_path / "model.pt")
     xpub = zmq.Context.instance().socket(zmq.XPUB)
     xpub.setsockopt(zmq.LINGER, 0)
     port = xpub.bind_to_random_port("tcp://127.0.0.1")

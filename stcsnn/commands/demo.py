@@ -52,6 +52,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--ema-tau-us", type=float, help="prediction smoothing (default: the checkpoint's)"
     )
     parser.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="windowed inference over the last N steps (stcsnn worker --window)",
+    )
+    parser.add_argument(
         "--speed", default="1", help="replay/synthetic speed: 1 = real time, 'max' = unpaced"
     )
     parser.add_argument(
@@ -246,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
         worker_args += ["--hop-us", str(args.hop_us)]
     if args.ema_tau_us:
         worker_args += ["--ema-tau-us", str(args.ema_tau_us)]
+    if args.window:
+        worker_args += ["--window", str(args.window)]
     if lossless:
         worker_args += ["--lossless"]
 

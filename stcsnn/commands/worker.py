@@ -86,6 +86,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--ema-tau-us", type=float, help="prediction smoothing (default: the checkpoint's)"
     )
     stream.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="windowed inference: each hop, the network from zero state over the last N"
+        " steps (N x the compute; nothing carried from older hops). Default: stateful",
+    )
+    stream.add_argument(
         "--reset-after-us",
         type=int,
         default=1_000_000,
@@ -155,7 +162,13 @@ def run(args: argparse.Namespace) -> int:
         device = choose_device(args.device)
         configure_threads(args.threads)
         loaded = load_model(args.model)
-        runner = make_runner(loaded.model, device, compile=args.compile, cuda_graph=args.cuda_graph)
+        runner = make_runner(
+            loaded.model,
+            device,
+            compile=args.compile,
+            cuda_graph=args.cuda_graph,
+            window_steps=args.window,
+        )
         runner.warmup()
     except (CheckpointError, EndpointError, ValueError) as error:
         print(f"stcsnn worker: {error}", file=sys.stderr)

@@ -333,6 +333,8 @@ def cmd_stream(args: argparse.Namespace) -> None:
         argv += ["--limit", str(args.limit)]
     if args.ema_tau_us:
         argv += ["--ema-tau-us", str(args.ema_tau_us)]
+    if args.window:
+        argv += ["--window", str(args.window)]
     started = time.perf_counter()
     code, summary, log = demo_with_log(argv, args.gap_us)
     result = {
@@ -342,6 +344,8 @@ def cmd_stream(args: argparse.Namespace) -> None:
         "checkpoint": f"{args.which}.pt",
         "command": "stcsnn demo " + " ".join(argv),
         "gap_us": args.gap_us,
+        "window": args.window,
+        "ema_tau_us": args.ema_tau_us,
         "exit_code": code,
         "wall_s": time.perf_counter() - started,
         "demo": summary,
@@ -349,6 +353,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
     }
     kind = f"stream-gap{args.gap_us}" if args.gap_us else "stream"
     kind += f"-ema{args.ema_tau_us}" if args.ema_tau_us else ""
+    kind += f"-window{args.window}" if args.window else ""
     write_json(RESULTS / f"{name}-{kind}.json", result)
     print(
         f"{name}: streaming accuracy {summary.get('streaming_accuracy')}, hop accuracy "
@@ -501,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--max-hops", type=int, default=8)
     p.add_argument("--ema-tau-us", type=int, help="the worker's readout EMA (default: ckpt's)")
+    p.add_argument("--window", type=int, help="the worker's windowed inference over N steps")
     p.add_argument(
         "--gap-us", type=int, default=0, help=f"event time between samples (e.g. {GAP_US}: resets)"
     )

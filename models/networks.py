@@ -62,6 +62,11 @@ class ModelConfig:
     # Streaming: the per-step readout is smoothed by an exponential moving average
     # with this time constant in µs (decay per step = exp(-step_us / tau)).
     stream_ema_tau_us: float = 300_000.0
+    # Streaming mode: 0 = stateful (one step per hop, state carried); N > 0 =
+    # windowed inference over the last N steps from zero state per hop
+    # (streamer.inference.WindowRunner). A setting of the worker, not of the
+    # weights; kept here so that a checkpoint streams as it was measured.
+    stream_window_steps: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +76,8 @@ class ModelConfig:
             )
         if not self.channels:
             problems.append("channels is empty (need at least one SCB)")
+        if self.stream_window_steps < 0:
+            problems.append(f"stream_window_steps={self.stream_window_steps} (need >= 0)")
         if self.levels < 1:
             problems.append(f"levels={self.levels} (need >= 1)")
         if not 0.0 <= self.dropout < 1.0:

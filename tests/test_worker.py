@@ -14,7 +14,7 @@ import pytest
 import torch
 import zmq
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.default_checkpoints import default_checkpoint
 from streamer import wire
 from streamer.compress import CompressionConfig
@@ -246,6 +246,23 @@ def _garbage(header_changes: dict) -> list:
     header = json.loads(bytes(frames[1]))
     header.update(header_changes)
     return [frames[0], json.dumps(header).encode(), bytes(frames[2])]
+
+
+def test_the_worker_streams_as_the_checkpoint_says_unless_told_otherwise(tmp_path):
+    model, config, _ = load_checkpoint(save_test_checkpoint(tmp_path / "model.pt"))
+    windowed = save_checkpoint(
+        tmp_path / "windowed.pt", model, config.with_changes(stream_window_steps=3)
+    )
+    for args, expected in (
+        ((), "window of 3 steps"),
+        (("--window", "5"), "window of 5 steps"),
+        (("--window", "0"), "cpu eager, 1 thread"),
+    ):
+        worker, _ = start_worker("tcp://127.0.0.1:9", "--model", str(windowed), *args)
+        try:
+            assert expected in worker.wait_for(r"device: (.*)", 30).group(1)
+        finally:
+            worker.stop()
 
 
 def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tmp_path):

@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--window",
         type=int,
         metavar="N",
-        help="windowed inference over the last N steps (stcsnn worker --window)",
+        help="windowed inference over the last N steps, 0 = stateful (stcsnn worker"
+        " --window; default: the checkpoint's)",
     )
     parser.add_argument(
         "--speed", default="1", help="replay/synthetic speed: 1 = real time, 'max' = unpaced"
@@ -252,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         worker_args += ["--hop-us", str(args.hop_us)]
     if args.ema_tau_us:
         worker_args += ["--ema-tau-us", str(args.ema_tau_us)]
-    if args.window:
+    if args.window is not None:
         worker_args += ["--window", str(args.window)]
     if lossless:
         worker_args += ["--lossless"]

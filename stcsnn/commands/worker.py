@@ -90,7 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="windowed inference: each hop, the network from zero state over the last N"
-        " steps (N x the compute; nothing carried from older hops). Default: stateful",
+        " steps (N x the compute; nothing carried from older hops); 0 = stateful."
+        " Default: the checkpoint's stream_window_steps",
     )
     stream.add_argument(
         "--reset-after-us",
@@ -124,6 +125,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
+def stream_window(window: int | None, config) -> int | None:
+    """``--window``, else the checkpoint's ``stream_window_steps``; None = stateful."""
+    steps = config.stream_window_steps if window is None else window
+    if steps < 0:
+        raise ValueError(f"--window must be >= 0 steps, got {steps}")
+    return steps or None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             device,
             compile=args.compile,
             cuda_graph=args.cuda_graph,
-            window_steps=args.window,
+            window_steps=stream_window(args.window, loaded.config),
         )
         runner.warmup()
     except (CheckpointError, EndpointError, ValueError) as error:

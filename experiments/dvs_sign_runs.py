@@ -325,7 +325,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
     """Replay the held-out samples (shuffled, seed 0) back to back through
     ``stcsnn demo`` with a run's checkpoint."""
     name = run_name(args.variant, args.steps, args.suffix)
-    checkpoint = RUNS / name / f"{args.which}.pt"
+    checkpoint = Path(args.checkpoint) if args.checkpoint else RUNS / name / f"{args.which}.pt"
     folder = link_folder(heldout_files(args.root), RUNS / "heldout" / "test")
     argv = ["--replay", str(folder), "--shuffle", "--speed", args.speed]
     argv += ["--no-dashboard", "--json", "--model", str(checkpoint)]
@@ -341,7 +341,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
         "variant": args.variant,
         "suffix": args.suffix,
         "T": args.steps,
-        "checkpoint": f"{args.which}.pt",
+        "checkpoint": args.checkpoint or f"{args.which}.pt",
         "command": "stcsnn demo " + " ".join(argv),
         "gap_us": args.gap_us,
         "window": args.window,
@@ -507,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-hops", type=int, default=8)
     p.add_argument("--ema-tau-us", type=int, help="the worker's readout EMA (default: ckpt's)")
     p.add_argument("--window", type=int, help="the worker's windowed inference over N steps")
+    p.add_argument(
+        "--checkpoint", help="this checkpoint instead of the run's (name it by --suffix)"
+    )
     p.add_argument(
         "--gap-us", type=int, default=0, help=f"event time between samples (e.g. {GAP_US}: resets)"
     )

@@ -81,6 +81,7 @@ class Child:
             env=env,
         )
         self.pid = self.process.pid
+        self.interrupted = False  # SIGINT sent: a second one would abort its clean stop
         self.stdout_lines: list[str] = []
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._stderr_lines: list[str] = []
@@ -137,18 +138,24 @@ class Child:
         return self.process.poll()
 
     def signal(self, signum: int) -> None:
+        self.interrupted |= signum == signal.SIGINT
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 
     def stop(self, timeout_s: float = 5.0) -> int:
-        """SIGINT (clean stop), then SIGTERM, then SIGKILL, to the whole process group."""
+        """SIGINT (clean stop), then SIGTERM, then SIGKILL, to the whole process group.
+
+        SIGINT is sent once: the commands take a second one as "abort now"
+        (``stop_on_signals``), which would cut their clean stop and its
+        ``--json`` summary short."""
         for signum, wait_s in (
             (signal.SIGINT, timeout_s),
             (signal.SIGTERM, 2.0),
             (signal.SIGKILL, 5.0),
         ):
             if self.process.poll() is None:
-                self.signal(signum)
+                if not (signum == signal.SIGINT and self.interrupted):
+                    self.signal(signum)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(wait_s)
         # The group may hold grandchildren (a reader's helper process) that outlive it.

@@ -118,31 +118,52 @@ class ProducerStats:
 
 
 class _Subscriptions:
-    """Counts subscribers of our events topic from the XPUB's subscription messages."""
+    """Counts subscribers of our events topic from the XPUB's subscription messages,
+    and of our labels and end topics beside it.
 
-    def __init__(self, socket: zmq.Socket, events_topic: bytes):
+    A SUB socket sends its subscriptions on connect in its own (sorted) order, so
+    a worker's ``labels/`` arrives after its ``events/``: having seen the events
+    one, ``wait_for`` also waits, briefly, for as many labels and end
+    subscriptions, else the first labels would go out before anyone listens."""
+
+    COMPANION_WAIT_S = 1.0  # a subscriber that never wants labels delays the start this much
+
+    def __init__(self, socket: zmq.Socket, stream_id: str):
         self.socket = socket
-        self.events_topic = events_topic
-        self.count = 0
+        self.topics = {name: wire.topic(name, stream_id) for name in ("events", "labels", "end")}
+        self.counts = dict.fromkeys(self.topics, 0)
+
+    @property
+    def count(self) -> int:
+        """Subscribers of this stream's events."""
+        return self.counts["events"]
 
     def drain(self) -> None:
         while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             message = self.socket.recv()
-            if message and self.events_topic.startswith(message[1:]):
-                self.count += 1 if message[0] == 1 else -1 if message[0] == 0 else 0
+            if not message or message[0] not in (0, 1):
+                continue
+            for name, topic in self.topics.items():
+                if topic.startswith(message[1:]):
+                    self.counts[name] += 1 if message[0] == 1 else -1
 
-    def wait_for(self, wanted: int, stop_event: threading.Event, timeout_s: float | None) -> bool:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.count < wanted:
-            if stop_event.is_set():
+    def _poll_until(self, done, stop_event: threading.Event, deadline: float | None) -> bool:
+        while not done():
+            if stop_event.is_set() or (deadline is not None and time.monotonic() > deadline):
                 return False
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"only {self.count} of {wanted} subscriber(s) after {timeout_s:g} s"
-                )
             if self.socket.poll(50, zmq.POLLIN):
                 self.drain()
         return True
+
+    def wait_for(self, wanted: int, stop_event: threading.Event, timeout_s: float | None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if not self._poll_until(lambda: self.count >= wanted, stop_event, deadline):
+            if stop_event.is_set():
+                return False
+            raise TimeoutError(f"only {self.count} of {wanted} subscriber(s) after {timeout_s:g} s")
+        companions = lambda: min(self.counts["labels"], self.counts["end"]) >= wanted  # noqa: E731
+        self._poll_until(companions, stop_event, time.monotonic() + self.COMPANION_WAIT_S)
+        return not stop_event.is_set()
 
 
 def bind_xpub(context: zmq.Context, endpoint: str, send_hwm: int, linger_ms: int) -> zmq.Socket:
@@ -224,7 +245,7 @@ def run_producer(
         description=source.description,
     )
     log.debug("publishing %s as stream %r on %s", source.description, stream_id, stats.endpoint)
-    subscriptions = _Subscriptions(socket, wire.topic("events", stream_id))
+    subscriptions = _Subscriptions(socket, stream_id)
     pacer = Pacer(math.inf if source.live else speed)
     seq = 0
     started = None

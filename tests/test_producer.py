@@ -24,6 +24,7 @@ from streamer.events import EVENT_DTYPE, SensorSize
 from streamer.pacing import Pacer, parse_speed
 from streamer.producer import EndpointError, check_endpoint, run_producer
 from streamer.sources import DvNetworkSource, SyntheticSource
+from tests.pipeline_helpers import nmnist_playlist, start_producer
 from tests.test_sources import DvServer, _events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +138,36 @@ def test_a_subscriber_receives_every_event_in_order_then_end():
     assert stats.events == len(expected) and stats.messages == len(messages)
     assert stats.subscribers == 1
     assert sum(running.wire_stats.malformed.values()) == 0
+
+
+def test_the_first_labels_wait_for_a_labels_subscription_that_comes_late(tmp_path):
+    """A SUB sends its subscriptions in sorted order: a worker's labels/ comes after
+    its events/, which is what --wait-subscribers counts. The producer must not
+    send the first labels before it has seen the labels subscription too."""
+    playlist = nmnist_playlist(tmp_path, digits=range(2))
+    producer, endpoint = start_producer(
+        "--replay", str(playlist), "--speed", "max", "--lossless", "--wait-subscribers", "1"
+    )
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    try:
+        sub.setsockopt(zmq.SUBSCRIBE, wire.topic("events"))
+        sub.setsockopt(zmq.SUBSCRIBE, wire.topic("end"))
+        sub.connect(endpoint)
+        time.sleep(0.3)  # the producer has counted its subscriber by now
+        sub.setsockopt(zmq.SUBSCRIBE, wire.topic("labels"))
+        labels = []
+        while sub.poll(10_000):
+            message = wire.decode(sub.recv_multipart())
+            if message.type == "labels":
+                labels += [s["label"] for s in message.header["segments"]]
+            if message.type == "end":
+                break
+        assert labels == [0, 1]
+        assert producer.process.wait(10) == 0
+    finally:
+        sub.close(0)
+        producer.stop()
 
 
 def test_each_run_has_its_own_session():

@@ -234,20 +234,28 @@ def random_crop(
     return int(rng.integers(first, last + 1)), steps
 
 
+def parse_us_range(text: str, what: str) -> tuple[int, int]:
+    """``"MIN:MAX"`` or ``"LEN"`` (µs) -> ``(min, max)``; a ValueError naming ``what``
+    for anything else (the caller checks the values)."""
+    try:
+        values = [int(float(part)) for part in str(text).split(":")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise ValueError(f"{what} must be MIN:MAX or LEN in µs, found {text!r}")
+    return values[0], values[1]
+
+
 def parse_crop_us(text: str | None) -> tuple[int, int] | None:
     """``"MIN:MAX"`` or ``"LEN"`` (µs) -> ``(min, max)``; ``"off"``/``None`` -> None."""
     if text is None or str(text).lower() in ("off", "none", "whole"):
         return None
-    parts = str(text).split(":")
-    try:
-        values = [int(float(p)) for p in parts]
-    except ValueError:
-        raise ValueError(f"crop must be MIN:MAX or LEN in µs, or off; found {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or not 0 < values[0] <= values[1]:
+    low, high = parse_us_range(text, "crop (or off)")
+    if not 0 < low <= high:
         raise ValueError(f"crop must be MIN:MAX with 0 < MIN <= MAX µs, found {text!r}")
-    return values[0], values[1]
+    return low, high
 
 
 class ClipBatch(NamedTuple):

@@ -123,7 +123,7 @@ def parse_set(items: list[str]) -> dict:
 
 
 def train_config(args: argparse.Namespace):
-    from models.data import SplitSpec, default_split, parse_crop_us
+    from models.data import SplitSpec, default_split, parse_crop_us, parse_us_range
     from models.train import TrainConfig
 
     changes = parse_set(args.set)
@@ -151,14 +151,7 @@ def train_config(args: argparse.Namespace):
     crop_text = args.crop_us
     stream_context_us = None
     if args.stream_context_us is not None:
-        low, _, high = str(args.stream_context_us).partition(":")
-        try:
-            stream_context_us = (int(float(low)), int(float(high or low)))
-        except ValueError:
-            raise ValueError(
-                "--stream-context-us must be MIN:MAX or LEN in µs, "
-                f"found {args.stream_context_us!r}"
-            ) from None
+        stream_context_us = parse_us_range(args.stream_context_us, "--stream-context-us")
     return TrainConfig(
         dataset=args.dataset,
         root=args.root,

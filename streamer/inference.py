@@ -288,31 +288,26 @@ class WindowSlot:
         self.steps: collections.deque[np.ndarray] = collections.deque(maxlen=steps)
 
 
-class WindowRunner:
+class WindowRunner(StepRunner):
     """Windowed inference: per hop, the network from zero state over the stream's
     last ``steps`` compressed steps; the answer is their mean readout, as for a
     clip in training and evaluation (``models.evaluate.mean_readout``). At a
-    stream's start the window holds the steps seen so far."""
+    stream's start the window holds the steps seen so far. Eager only."""
 
     def __init__(self, model: SpikingNet, device: torch.device, steps: int):
         if steps < 1:
             raise ValueError(f"window must be >= 1 steps, got {steps}")
-        self.model = model.eval().to(device)
-        self.device = device
-        self.config = model.config
+        super().__init__(model, device)
         self.window = steps
-        self.description = f"{device.type} eager, window of {steps} steps from zero state per hop"
-        if device.type == "cpu":
-            self.description += f", {torch.get_num_threads()} thread(s)"
+        self.description = self.description.replace(
+            "eager", f"eager, window of {steps} steps from zero state per hop"
+        )
 
     def new_slot(self) -> WindowSlot:
         return WindowSlot(self.window)
 
     def reset(self, slot: WindowSlot) -> None:
         slot.steps.clear()
-
-    def release(self, slot: WindowSlot) -> None:
-        """The stream is gone (nothing to free)."""
 
     def step(self, x: np.ndarray, slot: WindowSlot) -> np.ndarray:
         """Add one compressed step ``[2, H', W']`` to the window -> the window's mean
@@ -323,12 +318,6 @@ class WindowRunner:
             logits = self.model(clip.to(self.device))  # [N, 1, C]
             return logits.float().mean(0)[0].cpu().numpy()
 
-    def warmup(self, steps: int = 3) -> None:
-        slot = self.new_slot()
-        zeros = np.zeros(self.config.input_shape, dtype=np.float32)
-        for _ in range(steps):
-            self.step(zeros, slot)
-
 
 def make_runner(
     model: SpikingNet,
@@ -337,7 +326,7 @@ def make_runner(
     compile: bool = False,
     cuda_graph: bool = False,
     window_steps: int | None = None,
-) -> StepRunner | WindowRunner:
+) -> StepRunner:
     """The runner for this device and these options (``cuda_graph`` needs CUDA;
     ``window_steps``: windowed inference instead of the stateful step)."""
     if window_steps is not None:

@@ -19,6 +19,7 @@ and ``run.json`` (the training config and the model config).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -429,12 +430,12 @@ def _train(
         # samples) the lower validation loss, i.e. the more settled model.
         # Without a validation set every epoch is the best; an epoch that skipped
         # validation (val_every) never is.
-        improved = (
-            val_loader is None
-            or val is not None
-            and val_accuracy > best_accuracy
-            or val is not None
-            and (val_accuracy == best_accuracy and val.loss < best_loss)
+        improved = val_loader is None or (
+            val is not None
+            and (
+                val_accuracy > best_accuracy
+                or (val_accuracy == best_accuracy and val.loss < best_loss)
+            )
         )
         if improved and val is not None:
             best_accuracy, best_loss = val_accuracy, val.loss
@@ -562,7 +563,9 @@ def _extra(tc, epochs_done, metrics, best, train_part, val_part) -> dict:
     }
 
 
+@functools.cache
 def _sha256(path: str | os.PathLike) -> str:
+    """Of the ``--init`` checkpoint: read once, not at every epoch's checkpoint."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

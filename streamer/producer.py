@@ -161,8 +161,11 @@ class _Subscriptions:
             if stop_event.is_set():
                 return False
             raise TimeoutError(f"only {self.count} of {wanted} subscriber(s) after {timeout_s:g} s")
-        companions = lambda: min(self.counts["labels"], self.counts["end"]) >= wanted  # noqa: E731
-        self._poll_until(companions, stop_event, time.monotonic() + self.COMPANION_WAIT_S)
+        self._poll_until(
+            lambda: min(self.counts["labels"], self.counts["end"]) >= wanted,
+            stop_event,
+            time.monotonic() + self.COMPANION_WAIT_S,
+        )
         return not stop_event.is_set()
 
 

@@ -294,7 +294,6 @@ def run(args: argparse.Namespace) -> int:
             sub.setsockopt(zmq.RCVHWM, 100_000)
             sub.setsockopt(zmq.LINGER, 0)
             sub.connect(worker_endpoint)
-            viewer = None
             if dashboard is not None:
                 # The dashboard keeps its own clock for --exit-after, so that it
                 # closes itself (saving the screenshot) rather than being killed.

@@ -161,24 +161,14 @@ def link_folder(files: list[tuple[Path, int]], folder: Path) -> Path:
 def clip_predictions(checkpoint: Path, root: str, clip: str) -> dict[str, list[int]]:
     """Per-clip label and prediction of ``checkpoint`` on the held-out part, in
     the split's order (``windows``: several clips per sample, ``sample`` says whose)."""
-    import torch
-
     from models.checkpoint import load_checkpoint
     from models.data import cached_clips, clip_loader, open_part
-    from models.evaluate import mean_readout, split_for_eval
+    from models.evaluate import predict_clips, split_for_eval
 
     model, config, extra = load_checkpoint(checkpoint, map_location="cpu")
     samples = open_part("dvs_sign", root, "val", split_for_eval(extra, "dvs_sign"))
     clips = cached_clips(samples, config.compression, clip, name="dvs_sign-val")
-    loader = clip_loader(clips, batch_size=32, train=False, workers=0)
-    predicted, labels, steps = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            readout = mean_readout(model(batch.clips), batch.steps)
-            predicted += readout.argmax(1).tolist()
-            labels += batch.labels.tolist()
-            steps += batch.steps.tolist()
-    return {"label": labels, "predicted": predicted, "steps": steps}
+    return predict_clips(model, clip_loader(clips, batch_size=32, train=False, workers=0))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

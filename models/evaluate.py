@@ -133,6 +133,20 @@ def evaluate(
     )
 
 
+def predict_clips(model: nn.Module, loader) -> dict[str, list[int]]:
+    """Per clip, in ``loader``'s order: ``label``, ``predicted`` (the argmax of the mean
+    readout) and ``steps``; ``model`` in eval mode, on the CPU, without gradients."""
+    model.eval()
+    predicted, labels, steps = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            readout = mean_readout(model(batch.clips), batch.steps)
+            predicted += readout.argmax(1).tolist()
+            labels += batch.labels.tolist()
+            steps += batch.steps.tolist()
+    return {"label": labels, "predicted": predicted, "steps": steps}
+
+
 def split_for_eval(extra: dict[str, Any], dataset: str) -> SplitSpec:
     """The held-out split a checkpoint was trained with (recorded in its extra),
     or the dataset's default for checkpoints that do not say."""

@@ -119,6 +119,7 @@ class GridSpec:
     changes: dict[str, Any] = field(default_factory=dict)  # every run's ModelConfig changes
     crop_us: tuple[int, int] | None = None  # training crops (None: the trainer's default)
     val_every: int = 1
+    workers: int | None = None  # loader processes (None: the trainer's default)
     ablation_steps: int = 2
 
     @property
@@ -155,6 +156,7 @@ SPECS = {
         changes={"channels": [32, 64, 64, 128], "hidden": 256},
         crop_us=(1_000_000, 3_000_000),
         val_every=5,
+        workers=0,  # one lane per core: no loader processes beside it
     ),
 }
 
@@ -205,30 +207,21 @@ def held_out_predictions(
 ) -> dict[str, list]:
     """Predictions of ``checkpoint`` on its held-out fold, by index in the
     dataset's full training listing (the indices ``stratified_kfold`` deals)."""
-    import torch
-
     from models.checkpoint import load_checkpoint
     from models.data import SplitSpec, cached_clips, clip_loader, open_events, split_parts
-    from models.evaluate import mean_readout
+    from models.evaluate import predict_clips
     from replay.datasets.split import stratified_kfold
 
     model, config, _ = load_checkpoint(checkpoint, map_location="cpu")
-    model.eval()
     dataset = open_events(dataset_name, root, "train")
     spec = SplitSpec(folds=folds, fold=fold, seed=SPLIT_SEED)
     _, val_part = split_parts(dataset, spec)
     val_idx = stratified_kfold(dataset.labels, folds, seed=SPLIT_SEED)[fold][1]
     clips = cached_clips(val_part, config.compression, "whole", name=f"{dataset_name}-val")
-    loader = clip_loader(clips, batch_size=128, train=False, workers=0)
-    predicted, labels = [], []
-    with torch.no_grad():
-        for batch in loader:
-            readout = mean_readout(model(batch.clips), batch.steps)
-            predicted += readout.argmax(1).tolist()
-            labels += batch.labels.tolist()
-    if labels != dataset.labels[val_idx].tolist():
+    found = predict_clips(model, clip_loader(clips, batch_size=128, train=False, workers=0))
+    if found["label"] != dataset.labels[val_idx].tolist():
         raise RuntimeError(f"{checkpoint}: held-out clips are not in fold order")
-    return {"index": val_idx.tolist(), "label": labels, "predicted": predicted}
+    return {"index": val_idx.tolist(), "label": found["label"], "predicted": found["predicted"]}
 
 
 def run_one(
@@ -254,14 +247,6 @@ def run_one(
         return out
     v = VARIANTS[variant]
     run_dir = spec.runs / run_name(variant, steps, fold, folds)
-    extra: dict[str, Any] = {}
-    if spec.crop_us is not None:
-        extra["crop_us"] = spec.crop_us
-    if spec.val_every != 1:
-        extra["val_every"] = spec.val_every
-    if workers is not None or spec.val_every != 1:
-        # DVS_Sign on the CPU: one lane per core, no loader processes beside it.
-        extra["workers"] = workers if workers is not None else 0
     tc = TrainConfig(
         dataset=spec.dataset,
         root=root,
@@ -274,7 +259,9 @@ def run_one(
         resume=True,
         device=device,
         amp=amp,
-        **extra,
+        crop_us=spec.crop_us,
+        val_every=spec.val_every,
+        workers=spec.workers if workers is None else workers,
     )
     load_before = os.getloadavg()
     started = time.perf_counter()

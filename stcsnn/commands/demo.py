@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from stcsnn.commands.worker import add_step_options
+
 DASHBOARD_MODULE = "stcsnn.commands.dashboard"
 ENDPOINT_PATTERN = r"(tcp://[^\s,()]+)"
 CONSOLE_LINES_PER_S = 10
@@ -47,17 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         " up to 64x64, the DVS_Sign 128x128 one above)",
     )
     parser.add_argument("--device", default="auto", help="worker device: auto, cpu, cuda:N")
-    parser.add_argument("--hop-us", type=int, help="worker step length (default: checkpoint's)")
-    parser.add_argument(
-        "--ema-tau-us", type=float, help="prediction smoothing (default: the checkpoint's)"
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        metavar="N",
-        help="windowed inference over the last N steps, 0 = stateful (stcsnn worker"
-        " --window; default: the checkpoint's)",
-    )
+    add_step_options(parser)  # --hop-us, --ema-tau-us, --window: passed to the worker
     parser.add_argument(
         "--speed", default="1", help="replay/synthetic speed: 1 = real time, 'max' = unpaced"
     )

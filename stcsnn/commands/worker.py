@@ -81,18 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--cuda-graph", action="store_true", help="CUDA: replay the step as a CUDA graph"
     )
     stream = parser.add_argument_group("streaming")
-    stream.add_argument("--hop-us", type=int, help="step length (default: the checkpoint's)")
-    stream.add_argument(
-        "--ema-tau-us", type=float, help="prediction smoothing (default: the checkpoint's)"
-    )
-    stream.add_argument(
-        "--window",
-        type=int,
-        metavar="N",
-        help="windowed inference: each hop, the network from zero state over the last N"
-        " steps (N x the compute; nothing carried from older hops); 0 = stateful."
-        " Default: the checkpoint's stream_window_steps",
-    )
+    add_step_options(stream)
     stream.add_argument(
         "--reset-after-us",
         type=int,
@@ -125,6 +114,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
+def add_step_options(group) -> None:
+    """``--hop-us``, ``--ema-tau-us`` and ``--window``: how the network steps and
+    answers; ``stcsnn demo`` offers the same and passes them on."""
+    group.add_argument("--hop-us", type=int, help="step length (default: the checkpoint's)")
+    group.add_argument(
+        "--ema-tau-us", type=float, help="prediction smoothing (default: the checkpoint's)"
+    )
+    group.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="windowed inference: each hop, the network from zero state over the last N"
+        " steps (N x the compute; nothing carried from older hops); 0 = stateful."
+        " Default: the checkpoint's stream_window_steps",
+    )
 
 
 def stream_window(window: int | None, config) -> int | None:

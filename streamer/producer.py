@@ -117,26 +117,28 @@ class ProducerStats:
         return asdict(self)
 
 
-class _Subscriptions:
-    """Counts subscribers of our events topic from the XPUB's subscription messages,
-    and of our labels and end topics beside it.
+class Subscriptions:
+    """Counts the subscribers of some topics from an XPUB's (verbose) subscription
+    messages; ``count`` is the main topic's (producer: this stream's events;
+    worker: predictions).
 
     A SUB socket sends its subscriptions on connect in its own (sorted) order, so
-    a worker's ``labels/`` arrives after its ``events/``: having seen the events
-    one, ``wait_for`` also waits, briefly, for as many labels and end
-    subscriptions, else the first labels would go out before anyone listens."""
+    a worker's ``labels/`` reaches a producer after its ``events/``: having seen
+    the main ones, ``wait_for`` also waits, briefly, for as many subscriptions of
+    the ``companions`` topics, else the first labels would go out before anyone
+    listens."""
 
-    COMPANION_WAIT_S = 1.0  # a subscriber that never wants labels delays the start this much
+    COMPANION_WAIT_S = 1.0  # a subscriber that never wants them delays the start this much
 
-    def __init__(self, socket: zmq.Socket, stream_id: str):
+    def __init__(self, socket: zmq.Socket, main: bytes, companions: dict[str, bytes] | None = None):
         self.socket = socket
-        self.topics = {name: wire.topic(name, stream_id) for name in ("events", "labels", "end")}
+        self.topics = {"main": main, **(companions or {})}
         self.counts = dict.fromkeys(self.topics, 0)
 
     @property
     def count(self) -> int:
-        """Subscribers of this stream's events."""
-        return self.counts["events"]
+        """Subscribers of the main topic."""
+        return self.counts["main"]
 
     def drain(self) -> None:
         while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -156,13 +158,16 @@ class _Subscriptions:
         return True
 
     def wait_for(self, wanted: int, stop_event: threading.Event, timeout_s: float | None) -> bool:
+        """Until ``wanted`` subscribers of the main topic (TimeoutError after
+        ``timeout_s``), then up to COMPANION_WAIT_S for as many of each companion;
+        False if ``stop_event`` was set meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if not self._poll_until(lambda: self.count >= wanted, stop_event, deadline):
             if stop_event.is_set():
                 return False
             raise TimeoutError(f"only {self.count} of {wanted} subscriber(s) after {timeout_s:g} s")
         self._poll_until(
-            lambda: min(self.counts["labels"], self.counts["end"]) >= wanted,
+            lambda: min(self.counts.values()) >= wanted,
             stop_event,
             time.monotonic() + self.COMPANION_WAIT_S,
         )
@@ -248,7 +253,11 @@ def run_producer(
         description=source.description,
     )
     log.debug("publishing %s as stream %r on %s", source.description, stream_id, stats.endpoint)
-    subscriptions = _Subscriptions(socket, stream_id)
+    subscriptions = Subscriptions(
+        socket,
+        wire.topic("events", stream_id),
+        {name: wire.topic(name, stream_id) for name in ("labels", "end")},
+    )
     pacer = Pacer(math.inf if source.live else speed)
     seq = 0
     started = None

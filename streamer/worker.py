@@ -61,7 +61,7 @@ from streamer import wire
 from streamer.adapt import SensorAdapter
 from streamer.compress import CompressedSteps, CompressionConfig, StreamingCompressor
 from streamer.events import EventError, SensorSize, concat_events
-from streamer.producer import bind_xpub, check_endpoint
+from streamer.producer import Subscriptions, bind_xpub, check_endpoint
 
 if TYPE_CHECKING:
     from models.networks import ModelConfig
@@ -843,20 +843,6 @@ class WorkerResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class _Subscribers:
-    """Counts subscriptions to our predictions on the XPUB socket."""
-
-    def __init__(self, socket: zmq.Socket):
-        self.socket = socket
-        self.count = 0
-
-    def drain(self) -> None:
-        while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            message = self.socket.recv()
-            if message and wire.topic("prediction").startswith(message[1:]):
-                self.count += 1 if message[0] == 1 else -1 if message[0] == 0 else 0
-
-
 def open_publisher(context: zmq.Context, endpoint: str, bind_any: bool) -> zmq.Socket:
     """An XPUB for predictions: loopback unless ``bind_any``; sees its subscribers."""
     check_endpoint(endpoint, bind_any)
@@ -885,21 +871,11 @@ def run_worker(
     queue = PendingQueue(options.max_pending_events, options.max_pending_messages, options.overload)
     receiver = Receiver(options, queue, context)
     result = WorkerResult(endpoint)
-    subscribers = _Subscribers(socket)
+    subscribers = Subscriptions(socket, wire.topic("prediction"))
     try:
         if on_bound is not None:
             on_bound(endpoint, worker.session)
-        deadline = (
-            None if options.wait_timeout_s is None else time.monotonic() + options.wait_timeout_s
-        )
-        while subscribers.count < options.wait_subscribers and not stop_event.is_set():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"only {subscribers.count} of {options.wait_subscribers} subscriber(s) "
-                    f"after {options.wait_timeout_s:g} s"
-                )
-            if socket.poll(50, zmq.POLLIN):
-                subscribers.drain()
+        subscribers.wait_for(options.wait_subscribers, stop_event, options.wait_timeout_s)
         receiver.start()
         receiver.connected.wait(5)
         log.info("connected to %s", ", ".join(options.connect))

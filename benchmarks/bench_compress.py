@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.compress import CompressionConfig, StreamingCompressor, compress_clip
+from core.events import SensorSize
 from stcsnn.commands.bench_compress import SENSOR, machine, single_thread, synthetic_events
-from streamer.compress import CompressionConfig, StreamingCompressor, compress_clip
-from streamer.events import SensorSize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compress.json"
 
@@ -163,7 +163,7 @@ def streaming(rate_per_s: float, duration_s: float, chunk_us: int) -> dict:
 
 
 def noise_filter_cost(count: int = 1_000_000) -> dict:
-    from streamer.adapt import NoiseFilter, to_event_store
+    from streamer.noise_filter import NoiseFilter, to_event_store
 
     sensor = SensorSize(320, 240)
     events = synthetic_events(count, seed=2, sensor=sensor)

@@ -81,7 +81,7 @@ def bench_steps(skip_compile: bool) -> list[dict]:
     import torch
 
     from models.networks import build_network, get_config
-    from streamer.inference import configure_threads, make_runner
+    from models.runner import configure_threads, make_runner
 
     results = []
     variants = [("eager", 1), ("eager", 2)] + ([] if skip_compile else [("compile", 1)])

@@ -27,7 +27,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.default_checkpoints import default_checkpoint
-from streamer.inference import configure_threads, make_runner
+from models.runner import configure_threads, make_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -91,9 +91,9 @@ def replay_stream(
 ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """The events and the labelled segments ``(start, end, label)`` a replay of
     ``folder`` publishes (``replay.player``: one timeline, the same order)."""
+    from core.events import concat_events
+    from core.source import Labels
     from replay.player import open_replay
-    from streamer.events import concat_events
-    from streamer.sources import Labels
 
     chunks, segments = [], []
     source = open_replay(folder, shuffle=shuffle, seed=seed, gap_us=gap_us)
@@ -112,14 +112,14 @@ def stream_logits(model, config, events: np.ndarray) -> tuple[np.ndarray, np.nda
 
     import torch
 
-    from streamer.compress import compress_clip
+    from core.compress import compress_clip
 
     hop = config.compression.step_us
     t = events["timestamp"]
     t0 = int(t[0]) - int(t[0]) % hop
     steps = (int(t[-1]) - t0) // hop + 1
     compression = dataclasses.replace(config.compression, steps=steps, window_us=steps * hop)
-    clip = compress_clip(events, compression, t0_us=t0, window_us=steps * hop)
+    clip = torch.from_numpy(compress_clip(events, compression, t0_us=t0, window_us=steps * hop))
     with torch.no_grad():
         logits = model(clip[:, None])[:, 0].double().numpy()
     return t0 + hop * np.arange(1, steps + 1, dtype=np.int64), logits

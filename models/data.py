@@ -1,9 +1,9 @@
 """Clips for torch: labelled event samples -> the compressed tensors the network trains on.
 
     EventSample (replay.datasets)          events of the dataset's sensor, [start_us, end_us)
-      -> SensorAdapter (streamer.adapt)    events of the model's input sensor
+      -> SensorAdapter (core.adapt)    events of the model's input sensor
       -> clip plan                         t0_us and a number of steps on the hop grid
-      -> compress_clip (streamer.compress) float32 [steps, 2, H', W'], current from zero
+      -> compress_clip (core.compress) float32 [steps, 2, H', W'], current from zero
       -> collate_clips                     ClipBatch: clips [T, B, 2, H', W'], labels [B], steps [B]
 
 Every clip is cut on the streaming worker's grid: one step lasts the hop
@@ -59,11 +59,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from core.adapt import SensorAdapter
+from core.compress import CompressionConfig, compress_clip
 from replay.datasets.base import EventDataset, EventSample, Subset
 from replay.datasets.cache import default_cache_dir
 from replay.datasets.split import stratified_kfold, stratified_split
-from streamer.adapt import SensorAdapter
-from streamer.compress import CompressionConfig, compress_clip_numpy
 
 ClipMode = Literal["whole", "windows"]
 CLIP_MODES: tuple[str, ...] = ("whole", "windows")
@@ -198,7 +198,7 @@ def compress_span(
     """``steps`` hops from ``t0_us`` -> float32 ``[steps, 2, H', W']``, current from
     zero; ``events`` already in the model's input sensor."""
     config = _steps_config(compression, steps)
-    return compress_clip_numpy(events, config, t0_us=t0_us, window_us=config.window_us)
+    return compress_clip(events, config, t0_us=t0_us, window_us=config.window_us)
 
 
 def plan_clips(

@@ -25,10 +25,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from core.class_names import CIFAR10, DVS_GESTURE
+from core.compress import CompressionConfig
 from models.blocks import SCBState, SynapticConvBlock
 from models.neurons import MTLIF, MTLIFState
-from replay.class_names import CIFAR10, DVS_GESTURE
-from streamer.compress import CompressionConfig
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class ModelConfig:
     stream_ema_tau_us: float = 300_000.0
     # Streaming mode: 0 = stateful (one step per hop, state carried); N > 0 =
     # windowed inference over the last N steps from zero state per hop
-    # (streamer.inference.WindowRunner). A setting of the worker, not of the
+    # (models.runner.WindowRunner). A setting of the worker, not of the
     # weights; kept here so that a checkpoint streams as it was measured.
     stream_window_steps: int = 0
 

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.events import EventError, SensorSize, concat_events, copy_events
-from streamer.sources import (
+from core.events import EventError, SensorSize, concat_events, copy_events
+from core.labels import LabelSegment
+from core.source import (
     DEFAULT_CHUNK_US,
     DEFAULT_MAX_CHUNK_EVENTS,
     Labels,
-    LabelSegment,
     SourceEnd,
     SourceError,
     SourceItem,

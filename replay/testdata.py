@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from replay.class_names import CIFAR10
+from core.class_names import CIFAR10
+from core.events import SensorSize, concat_events, make_events
 from replay.formats.aedat2 import write_aedat2
 from replay.formats.aedat3 import write_aedat3
 from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
 from replay.formats.nmnist import write_nmnist
-from streamer.events import SensorSize, concat_events, make_events
 
 DVS128 = SensorSize(128, 128)
 NMNIST_SENSOR = SensorSize(34, 34)

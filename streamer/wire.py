@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.events import EVENT_DTYPE, SensorSize
+from core.events import EVENT_DTYPE, SensorSize
 
 PROTOCOL_VERSION = 1
 MESSAGE_TYPES = ("events", "labels", "end", "prediction", "stats", "preview")

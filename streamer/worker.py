@@ -57,15 +57,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from core.adapt import SensorAdapter
+from core.compress import CompressedSteps, CompressionConfig, StreamingCompressor
+from core.events import EventError, SensorSize, concat_events
 from streamer import wire
-from streamer.adapt import SensorAdapter
-from streamer.compress import CompressedSteps, CompressionConfig, StreamingCompressor
-from streamer.events import EventError, SensorSize, concat_events
-from streamer.producer import Subscriptions, bind_xpub, check_endpoint
+from streamer.transport import Subscriptions, bind_xpub, check_endpoint
 
 if TYPE_CHECKING:
     from models.networks import ModelConfig
-    from streamer.inference import StepRunner
+    from models.runner import StepRunner
 
 log = logging.getLogger("stcsnn.worker")
 

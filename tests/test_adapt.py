@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from streamer.adapt import NoiseFilter, SensorAdapter, scale_factor, to_event_store
-from streamer.events import SensorSize, make_events
+from core.adapt import SensorAdapter, scale_factor
+from core.events import SensorSize, make_events
+from streamer.noise_filter import NoiseFilter, to_event_store
 
 TARGET = SensorSize(128, 128)
 

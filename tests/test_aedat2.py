@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSize
 from replay.formats.aedat2 import (
     RECORD_BYTES,
     Aedat2Stats,
@@ -16,7 +17,6 @@ from replay.formats.aedat2 import (
     write_aedat2,
     write_aedat2_records,
 )
-from streamer.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSize
 
 
 def cifar_like_events(count: int, seed: int = 0, t0_us: int = 5_000_000) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import EventValidationError, FormatError, SensorSize
 from replay.formats.aedat3 import (
     EVENT_DTYPE,
     PACKET_HEADER_BYTES,
@@ -23,7 +24,6 @@ from replay.formats.aedat3 import (
     special_packet,
     write_aedat3,
 )
-from streamer.events import EventValidationError, FormatError, SensorSize
 
 FIXED_TIME = datetime(2017, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 

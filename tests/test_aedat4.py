@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSize, make_events
 from replay.formats.aedat4 import (
     Aedat4Reader,
     aedat4_info,
@@ -12,7 +13,6 @@ from replay.formats.aedat4 import (
     read_aedat4,
     write_aedat4,
 )
-from streamer.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSize, make_events
 
 DVXPLORER = SensorSize(320, 240)
 LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.events import EVENT_DTYPE, SensorSize, make_events
 from replay.datasets.cache import (
     ABANDONED_TEMPORARY_S,
     CACHE_FORMAT_VERSION,
@@ -20,7 +21,6 @@ from replay.datasets.cache import (
     read_segment_cache,
     write_segment_cache,
 )
-from streamer.events import EVENT_DTYPE, SensorSize, make_events
 
 SENSOR = SensorSize(128, 128)
 
@@ -204,7 +204,7 @@ WRITER = """
 import sys
 import numpy as np
 from replay.datasets.cache import SourceStamp, write_segment_cache
-from streamer.events import SensorSize, make_events
+from core.events import SensorSize, make_events
 n = 2_000_000
 events = make_events(np.arange(n), np.arange(n) % 128, np.arange(n) % 128, np.arange(n) % 2)
 stamps = [SourceStamp("/recording", 1, 2)]

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.compress import (
+from core.compress import (
     CompressionConfig,
     StepGrid,
     StreamingCompressor,
     compress_steps,
 )
-from streamer.events import EventValidationError, make_events
+from core.events import EventValidationError, make_events
 
 STEP_US = 100
 
@@ -227,11 +227,10 @@ def test_out_of_sensor_chunk_raises_before_changing_state():
     assert compressor.push(make_events([150], [0], [0], [0])).end_us.tolist() == [100]
 
 
-def test_steps_as_tensor_and_pairs():
+def test_steps_as_array_and_pairs():
     compressor = StreamingCompressor(config())
     steps = compressor.push(make_events([0, 250], [0, 0], [0, 0], [1, 1]))
-    tensor = steps.tensor()
-    assert tuple(tensor.shape) == (2, 2, 4, 5)
+    assert steps.values.shape == (2, 2, 4, 5) and steps.values.dtype == np.float32
     pairs = list(steps)
     assert [end for end, _ in pairs] == [100, 200] and pairs[1][1].shape == (2, 4, 5)
 

@@ -13,9 +13,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from core.events import EVENT_DTYPE, EventValidationError, FormatError
 from replay.formats import aedat2, aedat3
 from replay.formats.gesture_labels import LabelSegment, read_gesture_labels, write_gesture_labels
-from streamer.events import EVENT_DTYPE, EventValidationError, FormatError
 
 EXPECTED_ERRORS = (FormatError, EventValidationError)
 EXTREME_INT32 = [0, 1, -1, 7, 8, 28, 2**31 - 1, -(2**31), 2**24, 4096]

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import EVENT_DTYPE, EventValidationError, FormatError
 from replay.formats import read_recording
 from replay.formats.aedat4 import read_aedat4
 from replay.formats.dvs_sign import read_dvs_sign
 from replay.formats.nmnist import iter_nmnist, read_nmnist
-from streamer.events import EVENT_DTYPE, EventValidationError, FormatError
 
 EXPECTED_ERRORS = (FormatError, EventValidationError)
 
@@ -109,8 +109,8 @@ def test_corrupt_nmnist_samples(tmp_path):
     assert sum(outcomes.values()) == 100
 
     def read_chunked(path):
+        from core.events import Recording
         from replay.formats.nmnist import NMNIST_SENSOR
-        from streamer.events import Recording
 
         chunks = [c.view("V16") for c in iter_nmnist(path, chunk_events=500)]
         events = np.concatenate(chunks).view(EVENT_DTYPE)

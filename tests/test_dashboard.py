@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zmq
 
-from replay.class_names import DVS_GESTURE
+from core.class_names import DVS_GESTURE
 from streamer import wire
 from streamer.dashboard import DashboardWindow, application, dispose
 from streamer.dashboard_feed import SUBSCRIBED_TYPES, DashboardFeed

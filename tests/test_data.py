@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from core.compress import StreamingCompressor
 from models.data import (
     ClipCache,
     EpochSampler,
@@ -29,7 +30,6 @@ from models.evaluate import mean_readout
 from models.networks import build_network, get_config
 from replay.datasets import open_dataset
 from replay.datasets.base import Subset
-from streamer.compress import StreamingCompressor
 
 NMNIST = get_config("nmnist").compression  # 34x34, T=4, window 300 ms, hop 75 ms
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from core.events import SensorSize
 from replay.datasets import CIFAR10DVS, DatasetLayoutError, open_dataset
 from replay.testdata import write_cifar10dvs_folder
-from streamer.events import SensorSize
 
 
 def test_written_folder_loads_every_sample_exactly(tmp_path):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import SensorSize
 from replay.datasets import DatasetLayoutError, DVSSign, open_dataset
 from replay.testdata import write_dvs_sign_folder
-from streamer.events import SensorSize
 
 
 def test_real_train_folder_loads():

@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
+from core.events import EVENT_DTYPE, SensorSize, make_events
 from replay.datasets import DatasetLayoutError, DVSGesture, open_dataset
 from replay.datasets.cache import (
     CACHE_FORMAT_VERSION,
@@ -15,7 +16,6 @@ from replay.datasets.dvsgesture import CACHE_NAMESPACE
 from replay.formats.aedat3 import read_aedat3, write_aedat3
 from replay.formats.gesture_labels import LabelSegment, read_gesture_labels, write_gesture_labels
 from replay.testdata import moving_blob_events, write_dvsgesture_folder
-from streamer.events import EVENT_DTYPE, SensorSize, make_events
 
 
 @pytest.fixture

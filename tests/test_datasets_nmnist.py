@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import EVENT_DTYPE, SensorSize
 from replay.datasets import NMNIST, DatasetLayoutError, open_dataset
 from replay.testdata import write_nmnist_folder
-from streamer.events import EVENT_DTYPE, SensorSize
 
 
 def test_real_train_folder_loads_all_1000_samples():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import EVENT_DTYPE, EventValidationError, FormatError
 from replay.formats.dvs_sign import DVS_SIGN_SENSOR, read_dvs_sign
-from streamer.events import EVENT_DTYPE, EventValidationError, FormatError
 
 
 def columns(count=300, seed=0):

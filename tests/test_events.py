@@ -2,7 +2,7 @@ import dv_processing as dv
 import numpy as np
 import pytest
 
-from streamer.events import (
+from core.events import (
     EVENT_DTYPE,
     EventValidationError,
     SensorSize,
@@ -54,7 +54,7 @@ def test_as_events_converts_other_layouts():
 
 
 def test_concat_and_copy_keep_the_exact_layout():
-    from streamer.events import concat_events, copy_events
+    from core.events import concat_events, copy_events
 
     a = make_events([1, 2], [0, 1], [0, 1], [0, 1])
     b = make_events([3], [2], [2], [1])

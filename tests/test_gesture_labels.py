@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import shared_path
 
+from core.events import FormatError
 from replay.formats.gesture_labels import (
     GESTURE_CLASS_NAMES,
     LabelSegment,
@@ -12,7 +13,6 @@ from replay.formats.gesture_labels import (
     read_gesture_labels,
     write_gesture_labels,
 )
-from streamer.events import FormatError
 
 
 def test_real_labels_file_parses():

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import FormatError, SensorSize, make_events
 from replay.formats import detect_format, labels_for
 from replay.formats.aedat2 import write_aedat2
 from replay.formats.aedat3 import write_aedat3
 from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
-from streamer.events import FormatError, SensorSize, make_events
 
 STCSNN = Path(sys.executable).parent / "stcsnn"
 

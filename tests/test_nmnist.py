@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from core.events import EVENT_DTYPE, EventValidationError, FormatError, make_events
 from replay.formats.nmnist import (
     NMNIST_SENSOR,
     check_nmnist_size,
@@ -11,7 +12,6 @@ from replay.formats.nmnist import (
     read_nmnist,
     write_nmnist,
 )
-from streamer.events import EVENT_DTYPE, EventValidationError, FormatError, make_events
 
 
 def sample_events(count=500, seed=0):

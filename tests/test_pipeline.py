@@ -12,11 +12,11 @@ import threading
 import numpy as np
 import torch
 
+from core.compress import compress_clip
+from core.events import concat_events
+from core.source import Labels
 from models.checkpoint import load_checkpoint
 from replay.player import open_replay
-from streamer.compress import compress_clip
-from streamer.events import concat_events
-from streamer.sources import Labels
 from tests.pipeline_helpers import (
     Subscriber,
     nmnist_playlist,
@@ -53,13 +53,13 @@ def test_replayed_nmnist_predictions_equal_offline_evaluation_of_the_same_window
         if isinstance(item, np.ndarray):
             chunks.append(item)
         elif isinstance(item, Labels):
-            segments += [segment.to_wire() for segment in item.segments]
+            segments += [segment._asdict() for segment in item.segments]
     events = concat_events(chunks)
     model, config, _ = load_checkpoint(checkpoint)
     t0 = int(events["timestamp"][0]) - int(events["timestamp"][0]) % HOP_US
     steps = (int(events["timestamp"][-1]) - t0) // HOP_US + 1  # the last one flushed at end
     compression = dataclasses.replace(config.compression, steps=steps, window_us=steps * HOP_US)
-    clip = compress_clip(events, compression, t0_us=t0, window_us=steps * HOP_US)
+    clip = torch.from_numpy(compress_clip(events, compression, t0_us=t0, window_us=steps * HOP_US))
     with torch.no_grad():
         expected_logits = model(clip[:, None])[:, 0].numpy()
     assert expected_logits.std(axis=0).max() > 0.1  # a readout that moves: a real comparison

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.events import EVENT_DTYPE, SensorSize, make_events
+from core.labels import LabelSegment
+from core.source import Labels, SourceEnd
 from replay.formats import read_recording
 from replay.formats.aedat3 import write_aedat3
 from replay.formats.gesture_labels import LabelSegment as GestureSegment
 from replay.formats.gesture_labels import write_gesture_labels
 from replay.player import ReplaySource, list_recordings, open_replay, read_playlist
-from streamer.events import EVENT_DTYPE, SensorSize, make_events
-from streamer.sources import Labels, LabelSegment, SourceEnd
 from tests.conftest import shared_path
 from tests.test_producer import Running, _events_of
 

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import zmq
 
+from core.events import EVENT_DTYPE, SensorSize
 from streamer import wire
-from streamer.events import EVENT_DTYPE, SensorSize
 from streamer.pacing import Pacer, parse_speed
-from streamer.producer import EndpointError, check_endpoint, run_producer
+from streamer.producer import run_producer
 from streamer.sources import DvNetworkSource, SyntheticSource
+from streamer.transport import EndpointError, check_endpoint
 from tests.pipeline_helpers import nmnist_playlist, start_producer
 from tests.test_sources import DvServer, _events
 

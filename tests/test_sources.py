@@ -11,17 +11,14 @@ import dv_processing as dv
 import numpy as np
 import pytest
 
-from streamer.events import EVENT_DTYPE, SensorSize, make_events, validate_events
+from core.events import EVENT_DTYPE, SensorSize, make_events, validate_events
+from core.source import SourceEnd, SourceError, TimeChunker, split_by_count
 from streamer.sources import (
     CameraSource,
     DvNetworkSource,
-    SourceEnd,
-    SourceError,
     SyntheticSource,
-    TimeChunker,
     discover_cameras,
     parse_host_port,
-    split_by_count,
 )
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
-from streamer.events import SensorSize, make_events
+from core.events import SensorSize, make_events
 from streamer.wire import (
     SequenceTracker,
     WireError,

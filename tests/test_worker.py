@@ -14,12 +14,11 @@ import pytest
 import torch
 import zmq
 
+from core.compress import CompressionConfig
+from core.events import SensorSize, make_events
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.default_checkpoints import default_checkpoint
-from streamer import wire
-from streamer.compress import CompressionConfig
-from streamer.events import SensorSize, make_events
-from streamer.inference import (
+from models.runner import (
     CudaGraphRunner,
     StepRunner,
     WindowRunner,
@@ -28,6 +27,7 @@ from streamer.inference import (
     load_model,
     make_runner,
 )
+from streamer import wire
 from streamer.worker import (
     Pending,
     PendingQueue,
@@ -363,8 +363,8 @@ def test_preview_and_stats_messages_round_trip_and_bad_previews_are_refused():
 
 
 def test_the_default_checkpoint_follows_the_sensor_size():
-    from streamer.events import SensorSize
-    from streamer.inference import default_checkpoint_path
+    from core.events import SensorSize
+    from models.runner import default_checkpoint_path
 
     assert default_checkpoint_path().name == "nmnist.pt"
     assert default_checkpoint_path(SensorSize(34, 34)).name == "nmnist.pt"

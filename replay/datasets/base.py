@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from streamer.events import EventError, Recording, SensorSize, validate_events
+from core.events import EventError, Recording, SensorSize, validate_events
 
 
 class DatasetLayoutError(EventError):

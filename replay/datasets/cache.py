@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.events import EVENT_DTYPE, SensorSize
+from core.events import EVENT_DTYPE, SensorSize
 
 CACHE_FORMAT_VERSION = 1
 CACHE_FORMAT_NAME = "stcsnn-segment-cache"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replay.class_names import CIFAR10
+from core.class_names import CIFAR10
+from core.events import Recording, SensorSize
 from replay.datasets.base import FileDataset, scan_class_folders
 from replay.datasets.split import stratified_split
 from replay.formats.aedat2 import read_aedat2
-from streamer.events import Recording, SensorSize
 
 CLASS_NAMES = list(CIFAR10)
 SPLITS = ("all", "train", "test")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.events import Recording, SensorSize
 from replay.datasets.base import FileDataset, scan_class_folders
 from replay.formats.dvs_sign import read_dvs_sign
-from streamer.events import Recording, SensorSize
 
 NUM_CLASSES = 15
 SPLITS = ("train", "test")

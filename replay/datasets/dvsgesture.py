@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.events import SensorSize, concat_events, validate_events
 from replay.datasets.base import (
     DatasetLayoutError,
     EventSample,
@@ -41,7 +42,6 @@ from replay.datasets.cache import (
 )
 from replay.formats.aedat3 import iter_aedat3
 from replay.formats.gesture_labels import GESTURE_CLASS_NAMES, read_gesture_labels
-from streamer.events import SensorSize, concat_events, validate_events
 
 SPLITS = ("train", "test")
 CACHE_NAMESPACE = "dvsgesture"

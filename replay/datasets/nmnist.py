@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.events import Recording, SensorSize
 from replay.datasets.base import FileDataset, scan_class_folders
 from replay.formats.nmnist import read_nmnist
-from streamer.events import Recording, SensorSize
 
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 

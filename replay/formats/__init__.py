@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from replay.class_names import CIFAR10
-from streamer.events import FormatError, Recording, SensorSize
+from core.class_names import CIFAR10
+from core.events import FormatError, Recording, SensorSize
 
 # format -> what it is, for messages and `stcsnn inspect`
 FORMAT_NAMES = {

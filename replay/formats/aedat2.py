@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.events import (
+from core.events import (
     EVENT_DTYPE,
     EventValidationError,
     FormatError,

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamer.events import (
+from core.events import (
     EVENT_DTYPE,
     EventValidationError,
     FormatError,

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.events import (
+from core.events import (
     EVENT_DTYPE,
     FormatError,
     Recording,

@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from streamer.events import (
+from core.events import (
     EventValidationError,
     FormatError,
     Recording,

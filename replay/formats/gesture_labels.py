@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from replay.class_names import DVS_GESTURE
-from streamer.events import FormatError
+from core.class_names import DVS_GESTURE
+from core.events import FormatError
 
 GESTURE_CLASS_NAMES = DVS_GESTURE  # class id k is GESTURE_CLASS_NAMES[k - 1]
 FIRST_CLASS_ID = 1

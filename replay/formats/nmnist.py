@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from streamer.events import (
+from core.events import (
     EVENT_DTYPE,
     EventValidationError,
     FormatError,

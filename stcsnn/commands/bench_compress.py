@@ -3,7 +3,7 @@
 Generates N events on a 128x128 sensor in memory (seeded: uniform pixels and
 polarities, sorted timestamps at ``--rate`` events/s, 1 M/s by default, so
 10 M events span 10 s), compresses them as one clip of T steps with
-``streamer.compress.compress_clip`` (the torch path the training pipeline uses)
+``core.compress.compress_clip`` (the numpy core the training pipeline uses)
 and prints one JSON object. Medians over ``--reps`` runs; one thread, because
 the throughput per core is what decides how many cores a worker needs.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.events import EVENT_DTYPE, SensorSize
+from core.events import EVENT_DTYPE, SensorSize
 
 SENSOR = SensorSize(128, 128)
 
@@ -62,7 +62,7 @@ def time_runs(fn, reps: int) -> list[float]:
 
 def measure(events: np.ndarray, steps: int, reps: int, spatial_factor: int = 1) -> dict:
     """Throughput of STC and count-frame compression of ``events`` as one clip."""
-    from streamer.compress import CompressionConfig, compress_clip
+    from core.compress import CompressionConfig, compress_clip
 
     result = {}
     for mode in ("stc", "count"):

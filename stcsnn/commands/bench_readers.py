@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.events import EVENT_DTYPE, SensorSize
+from core.events import EVENT_DTYPE, SensorSize
 
 RATE_PER_S = 1.25e6
 CHUNK_EVENTS = 1_000_000

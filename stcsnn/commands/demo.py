@@ -122,8 +122,8 @@ def dashboard_module(args: argparse.Namespace) -> str | None:
 def default_model(args: argparse.Namespace, source_args: list[str]) -> str | None:
     """Without ``--model``: the default checkpoint that fits the source's sensor (a
     replay's first file; live and synthetic sources are 128x128 or larger)."""
-    from streamer.events import SensorSize
-    from streamer.inference import default_checkpoint_path
+    from core.events import SensorSize
+    from models.runner import default_checkpoint_path
 
     if "--replay" in source_args:
         from replay.formats import iter_recording
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from streamer import wire
     from streamer.demo import Child, ChildFailed, PredictionLog, Supervisor, summarise
     from streamer.pacing import parse_speed
-    from streamer.producer import stop_on_signals
+    from streamer.transport import stop_on_signals
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
     log = logging.getLogger("stcsnn.demo")

@@ -44,10 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from core.events import EventError
     from models.checkpoint import CheckpointError
     from models.default_checkpoints import default_checkpoint
     from models.evaluate import evaluate_checkpoint, write_result
-    from streamer.events import EventError
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

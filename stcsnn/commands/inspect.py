@@ -178,7 +178,7 @@ def format_text(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamer.events import EventError
+    from core.events import EventError
 
     try:
         info = describe(args.file)

@@ -136,7 +136,7 @@ def _default_stream_id(args: argparse.Namespace, source) -> str:
 
 def open_source(args: argparse.Namespace):
     """The source named on the command line (raises SourceError / FileNotFoundError)."""
-    from streamer.events import SensorSize
+    from core.events import SensorSize
     from streamer.sources import CameraSource, DvNetworkSource, SyntheticSource, parse_host_port
 
     if args.replay:
@@ -169,9 +169,10 @@ def open_source(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import threading
 
+    from core.source import SourceError
     from streamer.pacing import parse_speed
-    from streamer.producer import EndpointError, check_endpoint, run_producer, stop_on_signals
-    from streamer.sources import SourceError
+    from streamer.producer import run_producer
+    from streamer.transport import EndpointError, check_endpoint, stop_on_signals
 
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,

@@ -182,9 +182,9 @@ def train_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.events import EventError
     from models.checkpoint import CheckpointError
     from models.train import train
-    from streamer.events import EventError
 
     try:
         summary = train(train_config(args))

@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     from models.checkpoint import CheckpointError
-    from streamer.inference import choose_device, configure_threads, load_model, make_runner
-    from streamer.producer import EndpointError, check_endpoint, stop_on_signals
+    from models.runner import choose_device, configure_threads, load_model, make_runner
+    from streamer.transport import EndpointError, check_endpoint, stop_on_signals
     from streamer.worker import WorkerOptions, run_worker
 
     connect = [e.strip() for value in args.connect for e in value.split(",") if e.strip()]

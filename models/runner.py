@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.events import SensorSize
 from models.checkpoint import load_checkpoint
 from models.networks import ModelConfig, SpikingNet, build_network, get_config
-from streamer.events import SensorSize
 
 log = logging.getLogger("stcsnn.inference")
 

@@ -18,7 +18,7 @@ Conventions (the contract the tests check):
   input sensor beyond ``W'·s`` or ``H'·s`` (when the input size is not a
   multiple of ``s``) are dropped; an event outside the input sensor or a
   polarity other than 0/1 is an ``EventValidationError``.
-- Events must already be in the model's input sensor (``streamer.adapt``) and
+- Events must already be in the model's input sensor (``core.adapt``) and
   sorted by timestamp (offline input that is not raises; the streaming
   compressor drops backwards events itself).
 
@@ -31,19 +31,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
-from streamer.events import (
+from core.events import (
     EventValidationError,
     SensorSize,
     as_events,
     find_out_of_sensor,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 # Events processed per numpy pass: their temporaries (a few arrays of 8 bytes
 # per event) stay in the L2 cache.
@@ -173,7 +170,7 @@ def _check_block(events: np.ndarray, config: CompressionConfig, first_index: int
             "<memory>",
             f"event {first_index + i}",
             f"x={int(events['x'][i])}, y={int(events['y'][i])} is outside the "
-            f"{config.input_sensor} input sensor (adapt the events first: streamer.adapt)",
+            f"{config.input_sensor} input sensor (adapt the events first: core.adapt)",
         )
     if int(p.max()) > 1:
         i = int(np.argmax(p > 1))
@@ -365,7 +362,7 @@ def compress_steps(
     return carry_current(injected, gamma, current).reshape(shape)
 
 
-def compress_clip_numpy(
+def compress_clip(
     events: np.ndarray,
     config: CompressionConfig,
     *,
@@ -378,22 +375,6 @@ def compress_clip_numpy(
     return compress_steps(
         events, config, clip_grid(events, config, t0_us=t0_us, window_us=window_us)
     )
-
-
-def compress_clip(
-    events: np.ndarray,
-    config: CompressionConfig,
-    *,
-    t0_us: int | None = None,
-    window_us: int | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """``compress_clip_numpy`` as a torch tensor ``[T, 2, H', W']`` float32 on
-    ``device`` (shares the numpy buffer on the CPU: no copy)."""
-    import torch
-
-    tensor = torch.from_numpy(compress_clip_numpy(events, config, t0_us=t0_us, window_us=window_us))
-    return tensor if device is None else tensor.to(device)
 
 
 # ---------------------------------------------------------------------------
@@ -425,13 +406,6 @@ class CompressedSteps:
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         yield from zip(self.end_us.tolist(), self.values, strict=True)
-
-    def tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """``values`` as a torch tensor ``[n, 2, H', W']`` (no copy on the CPU)."""
-        import torch
-
-        tensor = torch.from_numpy(self.values)
-        return tensor if device is None else tensor.to(device)
 
 
 @dataclass

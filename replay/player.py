@@ -4,7 +4,7 @@
 N-MNIST split ``<label>/<id>.bin`` or DVS_Sign ``<class>/<id>.npz``, sorted
 deterministically, optionally shuffled with a seed and limited) or a playlist
 (a text file of paths), and returns a ``ReplaySource`` (the ``Source``
-protocol of ``streamer/sources.py``) for the producer.
+protocol of ``core/source.py``) for the producer.
 
 Samples play back to back on ONE continuous timeline starting at 0 µs: each
 sample's timestamps are shifted so that it starts ``gap_us`` after the
@@ -12,7 +12,7 @@ previous one ended (its last event + 1 µs), and a loop's next pass continues
 the timeline. Before a sample's first event the source yields its
 ground-truth ``Labels`` on that timeline: the whole sample ``[first, last + 1)``
 with the class of its ``<label>/`` folder, or the segments of a DVS128
-Gesture labels CSV beside the file (class id - 1). Events leave in chunks of
+Gesture labels CSV beside the file. Events leave in chunks of
 ``chunk_us`` of event time on a grid from 0, never spanning two samples.
 
 A file that fails to parse is logged with its name and the error, counted in
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from core.source import (
     SourceItem,
     TimeChunker,
 )
+from replay.paths import natural_key
 
 log = logging.getLogger("stcsnn.replay")
 
@@ -52,15 +52,6 @@ READ_CHUNK_EVENTS = 1 << 20  # events per read from a file; bounds memory on lon
 # A whole-sample label needs the sample's end before its first event is sent,
 # so such a sample is read whole first; this bounds that read (256 MiB).
 MAX_SAMPLE_EVENTS = 1 << 24
-
-
-def _natural_key(path: Path) -> tuple:
-    """Sort ``2/10.bin`` after ``2/9.bin`` and folder ``10`` after ``9``."""
-    return tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in re.split(r"(\d+)", path.as_posix())
-        if part
-    )
 
 
 def is_playlist(path: Path) -> bool:
@@ -76,7 +67,7 @@ def recordings_in(folder: Path) -> list[Path]:
         and p.suffix.lower() in RECORDING_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
-    return sorted(files, key=lambda p: _natural_key(p.relative_to(folder)))
+    return sorted(files, key=lambda p: natural_key(p.relative_to(folder)))
 
 
 def read_playlist(path: Path) -> list[Path]:
@@ -136,15 +127,9 @@ def _sample_labels(path: Path) -> tuple[int | None, list[LabelSegment]]:
     found = labels_for(path)
     if found is None:
         return None, []
-    if isinstance(found, (int, np.integer)):
-        return int(found), []
-    segments = [
-        LabelSegment(int(s.class_id) - 1, int(s.start_us), int(s.end_us))
-        if hasattr(s, "class_id")
-        else LabelSegment(int(s.label), int(s.start_us), int(s.end_us))
-        for s in found
-    ]
-    return None, segments
+    if isinstance(found, int):
+        return found, []
+    return None, found
 
 
 @dataclass

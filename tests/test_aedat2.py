@@ -9,11 +9,13 @@ from core.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSi
 from replay.formats.aedat2 import (
     RECORD_BYTES,
     Aedat2Stats,
-    encode_dvs128_addresses,
-    header_bytes,
     iter_aedat2,
     read_aedat2,
     read_aedat2_header,
+)
+from replay.formats.aedat2_writer import (
+    encode_dvs128_addresses,
+    header_bytes,
     write_aedat2,
     write_aedat2_records,
 )

@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from core.events import EventValidationError, FormatError, SensorSize
+from core.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSize
 from replay.formats.aedat3 import (
-    EVENT_DTYPE,
     PACKET_HEADER_BYTES,
     Aedat3Stats,
+    iter_aedat3,
+    read_aedat3,
+    read_aedat3_header,
+)
+from replay.formats.aedat3_writer import (
     ExtraPacket,
     encode_packet_header,
     header_bytes,
     imu6_packet,
-    iter_aedat3,
-    read_aedat3,
-    read_aedat3_header,
     special_packet,
     write_aedat3,
 )

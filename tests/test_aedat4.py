@@ -6,13 +6,8 @@ import pytest
 from conftest import shared_path
 
 from core.events import EVENT_DTYPE, EventValidationError, FormatError, SensorSize, make_events
-from replay.formats.aedat4 import (
-    Aedat4Reader,
-    aedat4_info,
-    iter_aedat4,
-    read_aedat4,
-    write_aedat4,
-)
+from replay.formats.aedat4 import Aedat4Reader, aedat4_info, iter_aedat4, read_aedat4
+from replay.formats.aedat4_writer import write_aedat4
 
 DVXPLORER = SensorSize(320, 240)
 LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"

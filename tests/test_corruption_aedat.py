@@ -13,11 +13,13 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from core.events import EVENT_DTYPE, EventValidationError, FormatError
-from replay.formats import aedat2, aedat3
-from replay.formats.gesture_labels import LabelSegment, read_gesture_labels, write_gesture_labels
+from core.events import EVENT_DTYPE, FormatError
+from core.labels import LabelSegment
+from replay.formats import aedat2, aedat2_writer, aedat3, aedat3_writer
+from replay.formats.gesture_labels import read_gesture_labels
+from replay.formats.gesture_labels_writer import write_gesture_labels
+from tests.corruption import EXPECTED_ERRORS, check_outcome
 
-EXPECTED_ERRORS = (FormatError, EventValidationError)
 EXTREME_INT32 = [0, 1, -1, 7, 8, 28, 2**31 - 1, -(2**31), 2**24, 4096]
 CASES = 200
 
@@ -68,24 +70,6 @@ def mutate(data: bytes, rng: np.random.Generator, field_offsets: list[int]) -> t
     return data[:keep] + rng.bytes(int(rng.integers(0, size))), f"garbage after {keep} bytes"
 
 
-def check_outcome(read, path, description: str) -> None:
-    try:
-        recording = read(path)
-    except EXPECTED_ERRORS as error:
-        assert str(path) in str(error), f"{description}: error does not name the file: {error}"
-        return
-    except Exception as error:  # noqa: BLE001 - this is what the test looks for
-        pytest.fail(f"{description}: {type(error).__name__}: {error}")
-    events = recording.events
-    assert events.dtype == EVENT_DTYPE, description
-    if len(events):
-        assert int(events["x"].max()) < recording.sensor.width, description
-        assert int(events["y"].max()) < recording.sensor.height, description
-        assert int(events["x"].min()) >= 0 and int(events["y"].min()) >= 0, description
-        assert np.all(np.diff(events["timestamp"]) >= 0), description
-        assert set(np.unique(events["polarity"]).tolist()) <= {0, 1}, description
-
-
 def aedat3_packet_fields(data: bytes, data_offset: int) -> list[int]:
     """Offsets of every int32 field of every packet header in an intact file."""
     offsets = []
@@ -102,13 +86,17 @@ def test_corrupted_aedat3_files(tmp_path):
     valid = np.random.default_rng(1).random(len(events)) > 0.05
     t = events["timestamp"]
     extras = [
-        aedat3.special_packet(0, [int(t[0])]),
-        aedat3.imu6_packet(900, [int(t[900]), int(t[900]) + 5]),
-        aedat3.ExtraPacket(2_000, event_type=2, event_size=40, body=bytes(80), event_number=2),
-        aedat3.special_packet(4_000, [int(t[-1])]),
+        aedat3_writer.special_packet(0, [int(t[0])]),
+        aedat3_writer.imu6_packet(900, [int(t[900]), int(t[900]) + 5]),
+        aedat3_writer.ExtraPacket(
+            2_000, event_type=2, event_size=40, body=bytes(80), event_number=2
+        ),
+        aedat3_writer.special_packet(4_000, [int(t[-1])]),
     ]
     original = tmp_path / "original.aedat"
-    aedat3.write_aedat3(original, events, valid=valid, extra_packets=extras, packet_events=300)
+    aedat3_writer.write_aedat3(
+        original, events, valid=valid, extra_packets=extras, packet_events=300
+    )
     data = original.read_bytes()
     fields = aedat3_packet_fields(data, aedat3.read_aedat3_header(original).data_offset)
     assert len(fields) > 100
@@ -147,11 +135,11 @@ def test_corrupted_aedat3_files(tmp_path):
 
 def test_corrupted_aedat2_files(tmp_path):
     events = realistic_events(3_000, seed=3)
-    addresses = aedat2.encode_dvs128_addresses(events)
+    addresses = aedat2_writer.encode_dvs128_addresses(events)
     addresses = np.insert(addresses, [10, 2_000], [0x8000, 0x8000])
     timestamps = np.insert(events["timestamp"], [10, 2_000], events["timestamp"][[10, 2_000]])
     original = tmp_path / "original.aedat"
-    aedat2.write_aedat2_records(original, addresses, timestamps)
+    aedat2_writer.write_aedat2_records(original, addresses, timestamps)
     data = original.read_bytes()
     header_end = aedat2.read_aedat2_header(original).data_offset
     # Big-endian records: mutate timestamps and addresses through generic damage.
@@ -177,8 +165,9 @@ def test_corrupted_aedat2_files(tmp_path):
 
 def test_corrupted_label_files(tmp_path):
     original = tmp_path / "labels.csv"
-    write_gesture_labels(
-        original, [LabelSegment(c, 1_000_000 * c, 1_000_000 * c + 500_000) for c in range(1, 12)]
+    write_gesture_labels(  # class ids c = 1-11 in the file
+        original,
+        [LabelSegment(c - 1, 1_000_000 * c, 1_000_000 * c + 500_000) for c in range(1, 12)],
     )
     data = original.read_bytes()
     rng = np.random.default_rng(11)
@@ -194,4 +183,4 @@ def test_corrupted_label_files(tmp_path):
         except Exception as error:  # noqa: BLE001
             pytest.fail(f"labels case {case}: {description}: {type(error).__name__}: {error}")
         for segment in segments:
-            assert 1 <= segment.class_id <= 11 and 0 <= segment.start_us < segment.end_us
+            assert 0 <= segment.label <= 10 and 0 <= segment.start_us < segment.end_us

@@ -19,14 +19,12 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from core.events import EVENT_DTYPE, EventValidationError, FormatError
+from core.events import EVENT_DTYPE
 from replay.formats import read_recording
 from replay.formats.aedat4 import read_aedat4
 from replay.formats.dvs_sign import read_dvs_sign
 from replay.formats.nmnist import iter_nmnist, read_nmnist
-
-EXPECTED_ERRORS = (FormatError, EventValidationError)
-
+from tests.corruption import check_outcome
 
 # A reader that hangs on hostile input fails the test instead of stalling the run.
 pytestmark = pytest.mark.usefixtures("no_hang")
@@ -61,24 +59,6 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
         return bytes(buffer), f"zero {length} bytes at {at}"
     keep = int(rng.integers(0, 40))
     return data[:keep] + rng.bytes(int(rng.integers(0, size))), f"garbage after {keep} bytes"
-
-
-def check_outcome(read, path, case: str) -> str:
-    """'ok' or the error class name; fails on anything else."""
-    try:
-        recording = read(path)
-    except EXPECTED_ERRORS as error:
-        assert str(path) in str(error), f"{case}: error does not name the file: {error}"
-        return type(error).__name__
-    except Exception as error:  # noqa: BLE001 - the point of the test
-        raise AssertionError(f"{case}: unexpected {type(error).__name__}: {error}") from error
-    events = recording.events
-    assert events.dtype == EVENT_DTYPE, case
-    if len(events):
-        assert events["x"].min() >= 0 and events["x"].max() < recording.sensor.width, case
-        assert events["y"].min() >= 0 and events["y"].max() < recording.sensor.height, case
-        assert (np.diff(events["timestamp"]) >= 0).all(), case
-    return "ok"
 
 
 def run_cases(original: bytes, path, read, cases: int, seed: int) -> dict[str, int]:

@@ -3,7 +3,7 @@ import pytest
 
 from core.events import SensorSize
 from replay.datasets import CIFAR10DVS, DatasetLayoutError, open_dataset
-from replay.testdata import write_cifar10dvs_folder
+from tests.synthetic_datasets import write_cifar10dvs_folder
 
 
 def test_written_folder_loads_every_sample_exactly(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from replay.datasets import DATASETS, EventDataset, Subset, open_dataset, stratified_split
-from replay.testdata import write_cifar10dvs_folder
+from tests.synthetic_datasets import write_cifar10dvs_folder
 
 
 def test_registry_names_every_dataset_and_refuses_others(tmp_path):

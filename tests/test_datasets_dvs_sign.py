@@ -4,7 +4,7 @@ from conftest import shared_path
 
 from core.events import SensorSize
 from replay.datasets import DatasetLayoutError, DVSSign, open_dataset
-from replay.testdata import write_dvs_sign_folder
+from tests.synthetic_datasets import write_dvs_sign_folder
 
 
 def test_real_train_folder_loads():

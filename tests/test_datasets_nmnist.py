@@ -4,7 +4,7 @@ from conftest import shared_path
 
 from core.events import EVENT_DTYPE, SensorSize
 from replay.datasets import NMNIST, DatasetLayoutError, open_dataset
-from replay.testdata import write_nmnist_folder
+from tests.synthetic_datasets import write_nmnist_folder
 
 
 def test_real_train_folder_loads_all_1000_samples():

@@ -6,48 +6,45 @@ import pytest
 from conftest import shared_path
 
 from core.events import FormatError
-from replay.formats.gesture_labels import (
-    GESTURE_CLASS_NAMES,
-    LabelSegment,
-    gesture_class_name,
-    read_gesture_labels,
-    write_gesture_labels,
-)
+from core.labels import LabelSegment
+from replay.formats.gesture_labels import GESTURE_CLASS_NAMES, read_gesture_labels
+from replay.formats.gesture_labels_writer import write_gesture_labels
 
 
 def test_real_labels_file_parses():
     segments = read_gesture_labels(shared_path("dvsgesture/user01_natural_labels.csv"))
     assert len(segments) == 12
-    assert segments[0] == LabelSegment(1, 53_036_986, 59_508_469)
-    assert segments[-1] == LabelSegment(11, 171_367_247, 177_991_967)
-    assert sorted({s.class_id for s in segments}) == list(range(1, 12))  # class 8 twice
+    # The file's class ids 1 and 11 are labels 0 and 10.
+    assert segments[0] == LabelSegment(0, 53_036_986, 59_508_469)
+    assert segments[-1] == LabelSegment(10, 171_367_247, 177_991_967)
+    assert sorted({s.label for s in segments}) == list(range(11))  # class 8 twice
     assert all(a.end_us <= b.start_us for a, b in zip(segments, segments[1:], strict=False))
-    assert segments[0].name == "hand clap" and segments[-1].name == "other gestures"
+    assert GESTURE_CLASS_NAMES[segments[0].label] == "hand clap"
+    assert GESTURE_CLASS_NAMES[segments[-1].label] == "other gestures"
     assert 5_000_000 < segments[0].duration_us < 8_000_000
 
 
 def test_class_names():
     assert len(GESTURE_CLASS_NAMES) == 11
-    assert gesture_class_name(4) == "right arm clockwise"
-    assert gesture_class_name(7) == "left arm counter clockwise"
-    with pytest.raises(ValueError):
-        gesture_class_name(0)
+    assert GESTURE_CLASS_NAMES[3] == "right arm clockwise"  # class id 4
+    assert GESTURE_CLASS_NAMES[6] == "left arm counter clockwise"  # class id 7
 
 
 def test_round_trip(tmp_path):
-    segments = [LabelSegment(3, 0, 10), LabelSegment(11, 20, 2**40)]
+    segments = [LabelSegment(2, 0, 10), LabelSegment(10, 20, 2**40)]
     path = tmp_path / "user30_led_labels.csv"
     write_gesture_labels(path, segments)
     assert path.read_text() == "class,startTime_usec,endTime_usec\n3,0,10\n11,20,1099511627776\n"
     assert read_gesture_labels(path) == segments
-    with pytest.raises(ValueError, match="segment 0"):
-        write_gesture_labels(path, [LabelSegment(12, 0, 1)])
+    for label in (-1, 11):
+        with pytest.raises(ValueError, match="segment 0"):
+            write_gesture_labels(path, [LabelSegment(label, 0, 1)])
 
 
 def test_crlf_bom_and_blank_lines_are_accepted(tmp_path):
     path = tmp_path / "l.csv"
     path.write_bytes(b"\xef\xbb\xbfclass, startTime_usec ,endTime_usec\r\n2, 5, 9\r\n\r\n")
-    assert read_gesture_labels(path) == [LabelSegment(2, 5, 9)]
+    assert read_gesture_labels(path) == [LabelSegment(1, 5, 9)]
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,11 @@ import pytest
 from conftest import shared_path
 
 from core.events import FormatError, SensorSize, make_events
+from core.labels import LabelSegment
 from replay.formats import detect_format, labels_for
-from replay.formats.aedat2 import write_aedat2
-from replay.formats.aedat3 import write_aedat3
-from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
+from replay.formats.aedat2_writer import write_aedat2
+from replay.formats.aedat3_writer import write_aedat3
+from replay.formats.gesture_labels_writer import write_gesture_labels
 
 STCSNN = Path(sys.executable).parent / "stcsnn"
 
@@ -86,7 +87,7 @@ def test_real_dvs_sign_sample():
 
 
 def test_gesture_recording_with_its_labels_file(tmp_path):
-    segments = [LabelSegment(1, 1_000_000, 3_000_000), LabelSegment(11, 4_000_000, 9_000_000)]
+    segments = [LabelSegment(0, 1_000_000, 3_000_000), LabelSegment(10, 4_000_000, 9_000_000)]
     write_aedat3(tmp_path / "user01_natural.aedat", dvs128_events())
     write_gesture_labels(tmp_path / "user01_natural_labels.csv", segments)
     info = inspect_json(tmp_path / "user01_natural.aedat")
@@ -96,8 +97,10 @@ def test_gesture_recording_with_its_labels_file(tmp_path):
         128,
         3_000,
     )
+    # class_id as in the CSV: label + 1
     assert [(s["class_id"], s["start_us"], s["end_us"]) for s in info["labels"]] == [
-        tuple(s) for s in segments
+        (1, 1_000_000, 3_000_000),
+        (11, 4_000_000, 9_000_000),
     ]
     assert info["labels"][0]["name"] == "hand clap"
     assert info["labels_source"].endswith("user01_natural_labels.csv")
@@ -170,8 +173,8 @@ def _write(path: Path, content: bytes) -> Path:
 
 def test_dispatch_reads_every_format_the_same_way(tmp_path):
     from replay.formats import iter_recording, read_recording
-    from replay.formats.aedat4 import write_aedat4
-    from replay.formats.nmnist import write_nmnist
+    from replay.formats.aedat4_writer import write_aedat4
+    from replay.formats.nmnist_writer import write_nmnist
 
     events = dvs128_events(2_000)
     small = events.copy()

@@ -7,11 +7,10 @@ from replay.formats.nmnist import (
     NMNIST_SENSOR,
     check_nmnist_size,
     decode_nmnist,
-    encode_nmnist,
     iter_nmnist,
     read_nmnist,
-    write_nmnist,
 )
+from replay.formats.nmnist_writer import encode_nmnist, write_nmnist
 
 
 def sample_events(count=500, seed=0):

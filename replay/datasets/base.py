@@ -12,7 +12,6 @@ labelled segments, has its own class over the segment cache.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from core.events import EventError, Recording, SensorSize, validate_events
+from replay.paths import natural_key
 
 
 class DatasetLayoutError(EventError):
@@ -76,9 +76,6 @@ class EventSample:
         return EventSample(
             self.events[first:last], self.sensor, self.label, self.source, start_us, end_us
         )
-
-    def recording(self) -> Recording:
-        return Recording(self.events, self.sensor, self.source)
 
 
 def sample_from_events(
@@ -153,11 +150,6 @@ class Subset:
         return (self[i] for i in range(len(self)))
 
 
-def _natural_key(path: Path) -> tuple:
-    """Sort ``2.npz`` before ``10.npz``."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
-
-
 def scan_class_folders(
     split_dir: Path,
     class_of_folder: Callable[[str], int | None],
@@ -182,7 +174,7 @@ def scan_class_folders(
             raise DatasetLayoutError(
                 folder, "", f"{dataset_name}: not a class folder (expected {expected})"
             )
-        files = sorted(folder.glob(f"*{suffix}"), key=_natural_key)
+        files = sorted(folder.glob(f"*{suffix}"), key=lambda path: natural_key(Path(path.name)))
         labelled.extend((label, f) for f in files if f.is_file())
     if not labelled:
         raise DatasetLayoutError(

@@ -1,8 +1,10 @@
 """Event files in, ``Recording`` or chunks of EVENT_DTYPE out, whatever the format.
 
 One module per format (``aedat3``, ``aedat4``, ``aedat2``, ``nmnist``,
-``dvs_sign``; ``gesture_labels`` for the DVS128 Gesture label files); this
-module picks the right one. ``detect_format`` trusts the file's first bytes
+``dvs_sign``; ``gesture_labels`` for the DVS128 Gesture label files), its
+writer beside it (``aedat3_writer`` ...: for tests, benchmarks and conversions),
+and ``aedat_header`` for the text header AEDAT 2.0 and 3.1 share; this module
+picks the right reader. ``detect_format`` trusts the file's first bytes
 before its name: AEDAT files say their version in their first line and a
 ``.npz`` is a zip, while N-MNIST ``.bin`` files have no header at all and are
 known by their extension only. The format modules are imported when first
@@ -20,6 +22,8 @@ import numpy as np
 
 from core.class_names import CIFAR10
 from core.events import FormatError, Recording, SensorSize
+from core.labels import LabelSegment
+from replay.formats.aedat_header import MAGIC, aedat_version
 
 # format -> what it is, for messages and `stcsnn inspect`
 FORMAT_NAMES = {
@@ -30,7 +34,6 @@ FORMAT_NAMES = {
     "dvs_sign": "DVS_Sign sample (.npz)",
 }
 EXTENSION_FORMATS = {".aedat4": "aedat4", ".aedat3": "aedat3", ".bin": "nmnist", ".npz": "dvs_sign"}
-AEDAT_MAGIC = b"#!AER-DAT"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 DEFAULT_CHUNK_EVENTS = 1_000_000
 # Classes named by the folder a sample sits in: format -> number of classes.
@@ -49,17 +52,15 @@ def detect_format(path: str | os.PathLike) -> str:
     source = str(path)
     with open(path, "rb") as f:
         head = f.read(32)
-    if head.startswith(AEDAT_MAGIC):
-        version = head[len(AEDAT_MAGIC) :].split(b"\n")[0].strip()
-        major = version[:2]
-        for prefix, name in ((b"4.", "aedat4"), (b"3.", "aedat3"), (b"2.", "aedat2")):
-            if major == prefix:
+    if head.startswith(MAGIC):
+        version = aedat_version(head)
+        for major, name in (("4.", "aedat4"), ("3.", "aedat3"), ("2.", "aedat2")):
+            if version.startswith(major):
                 return name
         raise FormatError(
             source,
             "byte 0",
-            f"AEDAT version {version.decode('ascii', 'replace')!r} is not supported; "
-            f"supported: {supported_formats()}",
+            f"AEDAT version {version!r} is not supported; supported: {supported_formats()}",
         )
     if head.startswith(ZIP_MAGICS):
         return "dvs_sign"
@@ -116,12 +117,12 @@ def _slices(events: np.ndarray, chunk_events: int) -> Iterator[np.ndarray]:
         yield events[start : start + chunk_events]
 
 
-def labels_for(path: str | os.PathLike):
+def labels_for(path: str | os.PathLike) -> list[LabelSegment] | int | None:
     """Labels found beside an event file, or None.
 
     - DVS128 Gesture: ``<name>_labels.csv`` next to ``<name>.aedat`` (any event
-      file) gives its segments, a list of ``gesture_labels.LabelSegment``
-      (class ids 1-11 and µs spans as in the CSV);
+      file) gives its segments, a list of ``core.labels.LabelSegment`` (labels
+      0-10, i.e. the CSV's class id - 1, and µs spans on the recording's clock);
     - N-MNIST ``.bin`` or DVS_Sign ``.npz`` inside a folder named by its class
       (``Train/3/00012.bin``, ``train/14/7.npz``): that class index, an int;
     - AEDAT 2.0 inside a CIFAR10-DVS class folder (``airplane/...``): the class

@@ -38,26 +38,22 @@ from there on. Any other decrease is a timestamp going backwards
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.events import (
     EVENT_DTYPE,
-    EventValidationError,
     FormatError,
     Recording,
     SensorSize,
-    as_events,
     concat_events,
-    validate_events,
 )
+from replay.formats.aedat_header import read_text_header
+from replay.formats.checks import check_order, inside_sensor
 
-MAGIC = b"#!AER-DAT"
 VERSION = "2.0"
-MAX_HEADER_BYTES = 1 << 20
-HEADER_PROBE_BYTES = 64 << 10  # read first; the rest only for unusually long headers
 RECORD_BYTES = 8
 RECORD_DTYPE = np.dtype([("address", ">u4"), ("timestamp", ">u4")])
 DVS128_SENSOR = SensorSize(128, 128)
@@ -68,7 +64,7 @@ SYNC_EVENT_BIT = 0x8000  # bit 15: external input
 SPECIAL_EVENT_BIT = 0x80000000  # bit 31: jAER special event
 FOREIGN_ADDRESS_BITS = 0x7FFF0000  # bits 16-30: not used by DVS128 addresses
 
-_WRAP_US = 1 << 32
+TIMESTAMP_WRAP_US = 1 << 32
 _WRAP_FROM = 3 << 30  # a wrap starts in the top quarter of the range...
 _WRAP_TO = 1 << 30  # ...and lands in the bottom quarter
 
@@ -91,58 +87,13 @@ class Aedat2Stats:
 
 
 def read_aedat2_header(path: str | os.PathLike) -> Aedat2Header:
-    """Parse the text header; FormatError (naming the byte) unless it is AEDAT 2.0."""
-    source = str(path)
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        head = f.read(HEADER_PROBE_BYTES)
-        if len(head) < file_size and not _header_ends_within(head):
-            head += f.read(MAX_HEADER_BYTES - len(head))
-    if not head:
-        raise FormatError(
-            source, "byte 0", "empty file; expected an AEDAT 2.0 header '#!AER-DAT2.0'"
-        )
-    if not head.startswith(MAGIC):
-        raise FormatError(
-            source, "byte 0", f"not an AEDAT file: expected '#!AER-DAT2.0', found {head[:16]!r}"
-        )
-    lines: list[str] = []
-    position = 0
-    # Header lines start with '#'; the first line that does not is the data.
-    # DVS128 addresses are below 2^16, so a record never starts with '#' (0x23).
-    while position < len(head) and head[position : position + 1] == b"#":
-        line_end = head.find(b"\n", position)
-        if line_end < 0:
-            if file_size > len(head):
-                problem = f"header line longer than {MAX_HEADER_BYTES} bytes"
-            else:
-                problem = "file ends inside a header line"
-            raise FormatError(source, f"byte {position}", problem)
-        lines.append(head[position:line_end].rstrip(b"\r").decode("ascii", "replace"))
-        position = line_end + 1
-    if position >= len(head) and file_size > len(head):
-        raise FormatError(
-            source, f"byte {position}", f"header longer than {MAX_HEADER_BYTES} bytes"
-        )
-    version = lines[0][len(MAGIC) :].strip()
-    if version != VERSION:
-        hint = {
-            "3.1": "it is AEDAT 3.1: read it with replay.formats.aedat3",
-            "4.0": "it is AEDAT 4.0: read it with replay.formats.aedat4",
-        }.get(version, "only AEDAT 2.0 is supported by this reader")
-        raise FormatError(source, "byte 0", f"AEDAT version {version[:20]!r}: {hint}")
-    return Aedat2Header(data_offset=position, header_lines=lines, version=version)
+    """Parse the text header; FormatError (naming the byte) unless it is AEDAT 2.0.
 
-
-def _header_ends_within(head: bytes) -> bool:
-    """Whether ``head`` holds the whole header: a line start that is not '#'."""
-    position = 0
-    while head[position : position + 1] == b"#":
-        line_end = head.find(b"\n", position)
-        if line_end < 0:
-            return False
-        position = line_end + 1
-    return position < len(head)
+    The header ends at the first line not starting with '#': DVS128 addresses
+    are below 2^16 and special ones start with 0x80, so a record never starts
+    with '#' (0x23)."""
+    header = read_text_header(path, VERSION)
+    return Aedat2Header(header.data_offset, header.lines, header.version)
 
 
 def iter_aedat2(
@@ -167,10 +118,16 @@ def iter_aedat2(
             raise ValueError(f"{name} must be 'error' or 'skip', got {value!r}")
     source = str(path)
     header = read_aedat2_header(path)
-    stats = stats if stats is not None else Aedat2Stats()
+    decoder = _RecordDecoder(
+        source,
+        header.data_offset,
+        sensor,
+        on_out_of_sensor,
+        on_foreign_address,
+        stats if stats is not None else Aedat2Stats(),
+    )
     with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        data_bytes = file_size - header.data_offset
+        data_bytes = os.fstat(f.fileno()).st_size - header.data_offset
         leftover = data_bytes % RECORD_BYTES
         if leftover:
             last = header.data_offset + data_bytes - leftover
@@ -180,92 +137,106 @@ def iter_aedat2(
                 f"file ends {leftover} bytes into an 8-byte record (truncated file)",
             )
         f.seek(header.data_offset)
-        record_index = 0  # of the first record of this chunk
-        events_before = 0
-        wraps = 0
-        previous_raw: int | None = None  # raw timestamp of the record before this chunk
-        previous_full: int | None = None  # full timestamp of the last event yielded
-        while True:
-            raw = f.read(chunk_events * RECORD_BYTES)
-            if not raw:
-                break
+        while raw := f.read(chunk_events * RECORD_BYTES):
             if len(raw) % RECORD_BYTES:
                 raise FormatError(source, f"byte {f.tell()}", "file changed while being read")
-            records = np.frombuffer(raw, dtype=RECORD_DTYPE)
-            address = records["address"].astype(np.uint32)
-            raw_ts = records["timestamp"].astype(np.int64)
-
-            # Unwrap over all records (the clock is shared by special events).
-            before = np.empty_like(raw_ts)
-            before[1:] = raw_ts[:-1]
-            before[0] = raw_ts[0] if previous_raw is None else previous_raw
-            wrapped = (before >= _WRAP_FROM) & (raw_ts < _WRAP_TO)
-            full_ts = raw_ts + (wraps + np.cumsum(wrapped)) * _WRAP_US
-            chunk_wraps = int(np.count_nonzero(wrapped))
-            stats.timestamp_wraps += chunk_wraps
-            wraps += chunk_wraps
-            previous_raw = int(raw_ts[-1])
-
-            special = (address & (SYNC_EVENT_BIT | SPECIAL_EVENT_BIT)) != 0
-            foreign = ~special & ((address & FOREIGN_ADDRESS_BITS) != 0)
-            if foreign.any():
-                if on_foreign_address == "error":
-                    i = int(np.argmax(foreign))
-                    raise FormatError(
-                        source,
-                        f"byte {header.data_offset + (record_index + i) * RECORD_BYTES}",
-                        f"address 0x{int(address[i]):08x} uses bits above 15: not a DVS128 "
-                        "address (a DAVIS file?); on_foreign_address='skip' skips such records",
-                    )
-                stats.foreign_addresses_skipped += int(np.count_nonzero(foreign))
-            stats.special_events_skipped += int(np.count_nonzero(special))
-            keep = np.flatnonzero(~(special | foreign))
-
-            address = address[keep]
-            x = COORDINATE_MASK - ((address >> X_SHIFT) & COORDINATE_MASK)
-            y = COORDINATE_MASK - ((address >> Y_SHIFT) & COORDINATE_MASK)
-            outside = (x >= sensor.width) | (y >= sensor.height)
-            if outside.any():
-                if on_out_of_sensor == "error":
-                    i = int(np.argmax(outside))
-                    byte = header.data_offset + (record_index + int(keep[i])) * RECORD_BYTES
-                    raise EventValidationError(
-                        source,
-                        f"event {events_before + i}",
-                        f"x={int(x[i])}, y={int(y[i])} is outside the {sensor} sensor "
-                        f"(byte {byte}; on_out_of_sensor='skip' drops such events)",
-                    )
-                stats.out_of_sensor_dropped += int(np.count_nonzero(outside))
-                inside = np.flatnonzero(~outside)
-                keep, address, x, y = keep[inside], address[inside], x[inside], y[inside]
-
-            events = np.zeros(len(keep), dtype=EVENT_DTYPE)
-            events["timestamp"] = full_ts[keep]
-            events["x"] = x
-            events["y"] = y
-            events["polarity"] = 1 - (address & POLARITY_BIT)
-
-            t = events["timestamp"]
-            back = np.flatnonzero(t[1:] < t[:-1]) + 1
-            if previous_full is not None and len(t) and t[0] < previous_full:
-                back = np.concatenate([[0], back])
-            if len(back):
-                i = int(back[0])
-                prior = previous_full if i == 0 else int(t[i - 1])
-                byte = header.data_offset + (record_index + int(keep[i])) * RECORD_BYTES
-                raise EventValidationError(
-                    source,
-                    f"event {events_before + i}",
-                    f"timestamp {int(t[i])} µs goes backwards (previous {prior} µs; byte {byte})",
-                )
-            if len(t):
-                previous_full = int(t[-1])
-            record_index += len(records)
-            stats.records += len(records)
-            stats.polarity_events += len(events)
-            events_before += len(events)
+            events = decoder.decode(np.frombuffer(raw, dtype=RECORD_DTYPE))
             if len(events):
                 yield events
+
+
+class _RecordDecoder:
+    """Turns successive blocks of records into checked events, carrying the
+    timestamp unwrapping and the ordering check from one block to the next."""
+
+    def __init__(
+        self,
+        source: str,
+        data_offset: int,
+        sensor: SensorSize,
+        on_out_of_sensor: str,
+        on_foreign_address: str,
+        stats: Aedat2Stats,
+    ):
+        self.source = source
+        self.data_offset = data_offset
+        self.sensor = sensor
+        self.on_out_of_sensor = on_out_of_sensor
+        self.on_foreign_address = on_foreign_address
+        self.stats = stats
+        self.records_before = 0  # records decoded so far: the index of the block's first
+        self.events_before = 0  # events yielded so far: the index of the block's first
+        self.wraps = 0
+        self.previous_raw: int | None = None  # raw timestamp of the last record decoded
+        self.previous_full: int | None = None  # full timestamp of the last event yielded
+
+    def decode(self, records: np.ndarray) -> np.ndarray:
+        """The checked polarity events of one block of records."""
+        address = records["address"].astype(np.uint32)
+        full_ts = self._unwrap(records["timestamp"].astype(np.int64))
+        keep = self._pixel_records(address)  # event i comes from record keep[i]
+
+        def byte_of(i: int) -> int:
+            return self._byte_of_record(int(keep[i]))
+
+        address = address[keep]
+        x = COORDINATE_MASK - ((address >> X_SHIFT) & COORDINATE_MASK)
+        y = COORDINATE_MASK - ((address >> Y_SHIFT) & COORDINATE_MASK)
+        inside = inside_sensor(
+            x, y, self.sensor, self.on_out_of_sensor, self.source, self.events_before, byte_of
+        )
+        if inside is not None:
+            self.stats.out_of_sensor_dropped += len(keep) - len(inside)
+            keep, address, x, y = keep[inside], address[inside], x[inside], y[inside]
+
+        events = np.zeros(len(keep), dtype=EVENT_DTYPE)
+        events["timestamp"] = full_ts[keep]
+        events["x"] = x
+        events["y"] = y
+        events["polarity"] = 1 - (address & POLARITY_BIT)
+        check_order(events, self.previous_full, self.source, self.events_before, byte_of)
+        if len(events):
+            self.previous_full = int(events["timestamp"][-1])
+
+        self.records_before += len(records)
+        self.events_before += len(events)
+        self.stats.records += len(records)
+        self.stats.polarity_events += len(events)
+        return events
+
+    def _byte_of_record(self, record: int) -> int:
+        """File offset of record ``record`` of the current block."""
+        return self.data_offset + (self.records_before + record) * RECORD_BYTES
+
+    def _unwrap(self, raw_ts: np.ndarray) -> np.ndarray:
+        """Full timestamps of all records (special ones share the clock)."""
+        before = np.empty_like(raw_ts)
+        before[1:] = raw_ts[:-1]
+        before[0] = raw_ts[0] if self.previous_raw is None else self.previous_raw
+        wrapped = (before >= _WRAP_FROM) & (raw_ts < _WRAP_TO)
+        full_ts = raw_ts + (self.wraps + np.cumsum(wrapped)) * TIMESTAMP_WRAP_US
+        block_wraps = int(np.count_nonzero(wrapped))
+        self.stats.timestamp_wraps += block_wraps
+        self.wraps += block_wraps
+        self.previous_raw = int(raw_ts[-1])
+        return full_ts
+
+    def _pixel_records(self, address: np.ndarray) -> np.ndarray:
+        """Indices of the records that are DVS128 pixel events; counts the others."""
+        special = (address & (SYNC_EVENT_BIT | SPECIAL_EVENT_BIT)) != 0
+        foreign = ~special & ((address & FOREIGN_ADDRESS_BITS) != 0)
+        if foreign.any():
+            if self.on_foreign_address == "error":
+                i = int(np.argmax(foreign))
+                raise FormatError(
+                    self.source,
+                    f"byte {self._byte_of_record(i)}",
+                    f"address 0x{int(address[i]):08x} uses bits above 15: not a DVS128 "
+                    "address (a DAVIS file?); on_foreign_address='skip' skips such records",
+                )
+            self.stats.foreign_addresses_skipped += int(np.count_nonzero(foreign))
+        self.stats.special_events_skipped += int(np.count_nonzero(special))
+        return np.flatnonzero(~(special | foreign))
 
 
 def read_aedat2(
@@ -288,75 +259,3 @@ def read_aedat2(
         )
     )
     return Recording(concat_events(chunks), sensor, str(path))
-
-
-# ---------------------------------------------------------------- writing
-
-
-def encode_dvs128_addresses(events: np.ndarray) -> np.ndarray:
-    """The raw DVS128 addresses (uint32) of events, the inverse of our decoding."""
-    raw_x = COORDINATE_MASK - events["x"].astype(np.uint32)
-    raw_y = COORDINATE_MASK - events["y"].astype(np.uint32)
-    raw_polarity = 1 - (events["polarity"].astype(np.uint32) & 1)
-    return (raw_y << Y_SHIFT) | (raw_x << X_SHIFT) | raw_polarity
-
-
-def header_bytes(extra_lines: Sequence[str] = ()) -> bytes:
-    """An AEDAT 2.0 text header in jAER's style."""
-    lines = [
-        "#!AER-DAT2.0",
-        "# This is a raw AE data file - do not edit",
-        "# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event",
-        "# Timestamps tick is 1 us",
-        "# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128",
-        *extra_lines,
-    ]
-    return "".join(line + "\r\n" for line in lines).encode("ascii")
-
-
-def write_aedat2_records(
-    path: str | os.PathLike,
-    addresses: np.ndarray,
-    timestamps_us: np.ndarray,
-    *,
-    header: bytes | None = None,
-) -> None:
-    """Write raw (address, timestamp) records; timestamps are stored modulo 2^32."""
-    addresses = np.asarray(addresses)
-    timestamps_us = np.asarray(timestamps_us, dtype=np.int64)
-    if addresses.shape != timestamps_us.shape or addresses.ndim != 1:
-        raise ValueError("addresses and timestamps_us must be 1-D arrays of the same length")
-    records = np.empty(len(addresses), dtype=RECORD_DTYPE)
-    records["address"] = addresses.astype(np.uint32)
-    records["timestamp"] = (timestamps_us % _WRAP_US).astype(np.uint32)
-    with open(path, "wb") as f:
-        f.write(header_bytes() if header is None else header)
-        f.write(records.tobytes())
-
-
-def write_aedat2(
-    path: str | os.PathLike,
-    events: np.ndarray,
-    sensor: SensorSize = DVS128_SENSOR,
-    *,
-    check: bool = True,
-) -> None:
-    """Write events as a jAER AEDAT 2.0 DVS128 file (for tests and conversions).
-
-    Timestamps are stored modulo 2^32, as a camera's counter would wrap; the
-    reader unwraps them when consecutive events are less than 2^30 µs apart.
-    """
-    source = str(path)
-    events = as_events(np.asarray(events), source)
-    if sensor.width > 128 or sensor.height > 128:
-        raise ValueError(f"DVS128 addresses hold at most 128x128 pixels, not {sensor}")
-    if check:
-        validate_events(events, sensor, source)
-    if len(events) and (int(events["timestamp"].min()) < 0):
-        raise EventValidationError(source, "", "timestamps must not be negative")
-    for axis in ("x", "y"):
-        if len(events) and not (
-            0 <= int(events[axis].min()) and int(events[axis].max()) <= COORDINATE_MASK
-        ):
-            raise EventValidationError(source, "", f"{axis} must lie in [0, 127] for DVS128")
-    write_aedat2_records(path, encode_dvs128_addresses(events), events["timestamp"])

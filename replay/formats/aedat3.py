@@ -34,43 +34,31 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import NamedTuple
 
 import numpy as np
 
 from core.events import (
     EVENT_DTYPE,
-    EventValidationError,
     FormatError,
     Recording,
     SensorSize,
-    as_events,
     concat_events,
     copy_events,
-    find_backwards,
-    validate_events,
 )
+from replay.formats.aedat_header import read_text_header
+from replay.formats.checks import check_order, inside_sensor
 
-MAGIC = b"#!AER-DAT"
 VERSION = "3.1"
 END_HEADER = b"#!END-HEADER"
-# Real headers are a few hundred bytes; a file without the end marker in the
-# first MiB is not an AEDAT 3.1 file and must not make us read further.
-MAX_HEADER_BYTES = 1 << 20
-HEADER_PROBE_BYTES = 64 << 10  # read first; the rest only for unusually long headers
 
 PACKET_HEADER = struct.Struct("<hhiiiiii")
 PACKET_HEADER_BYTES = PACKET_HEADER.size  # 28
 
-SPECIAL_EVENT = 0
 POLARITY_EVENT = 1
-IMU6_EVENT = 3
 POLARITY_EVENT_BYTES = 8
-IMU6_EVENT_BYTES = 36  # info, timestamp, accel xyz, gyro xyz, temperature
-SPECIAL_EVENT_BYTES = 8
 TIMESTAMP_OFFSET_BYTES = 4  # every libcaer event stores its timestamp at byte 4
 
 # libcaer's caer_default_event_types; ids below 100 are reserved by libcaer.
@@ -90,10 +78,6 @@ PACKET_TYPE_NAMES = {
     12: "spike",
     13: "matrix4x4",
 }
-
-# libcaer special event types used by the writer's helper.
-SPECIAL_TIMESTAMP_RESET = 1
-SPECIAL_EXTERNAL_INPUT_RISING_EDGE = 2
 
 DEFAULT_SENSOR = SensorSize(128, 128)
 # Camera names as cAER writes them in "#Source N: NAME"; longest prefix wins.
@@ -117,9 +101,10 @@ _SOURCE_LINE = re.compile(r"^#Source (\d+):\s*(.*?)\s*$")
 _FORMAT_LINE = re.compile(r"^#Format:\s*(.*?)\s*$")
 _START_TIME_LINE = re.compile(r"^#Start-Time:\s*(.*?)\s*$")
 
+# Polarity event data word: bit 0 valid, bit 1 polarity, y in bits 2-16, x in 17-31.
+X_SHIFT, Y_SHIFT, POLARITY_SHIFT = 17, 2, 1
+COORDINATE_MASK = 0x7FFF
 _TS_LOW_LIMIT = 1 << 31
-_X_SHIFT, _Y_SHIFT, _POLARITY_SHIFT = 17, 2, 1
-_COORDINATE_MASK = 0x7FFF
 
 
 @dataclass(frozen=True)
@@ -158,23 +143,6 @@ class Aedat3Stats:
         return sum(self.skipped_packets_by_type.values())
 
 
-@dataclass(frozen=True)
-class ExtraPacket:
-    """A non-polarity packet for ``write_aedat3``, written just before the
-    polarity event with index ``at_event`` (``len(events)``: after the last)."""
-
-    at_event: int
-    event_type: int
-    event_size: int
-    body: bytes  # event_capacity * event_size bytes
-    event_number: int
-    event_valid: int | None = None  # defaults to event_number
-    event_capacity: int | None = None  # defaults to event_number
-    ts_offset: int = TIMESTAMP_OFFSET_BYTES
-    ts_overflow: int = 0
-    event_source: int = 1
-
-
 class _BlockPieces(NamedTuple):
     """Where the polarity events of the current block lie: for each packet (or
     the part of one inside the block) its first word, event count and overflow."""
@@ -206,72 +174,23 @@ def sensor_for_source(name: str) -> SensorSize | None:
 
 def read_aedat3_header(path: str | os.PathLike) -> Aedat3Header:
     """Parse the text header; FormatError (naming the byte) unless it is AEDAT 3.1 RAW."""
-    source = str(path)
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        head = f.read(HEADER_PROBE_BYTES)
-        if END_HEADER not in head and len(head) < file_size:
-            head += f.read(MAX_HEADER_BYTES - len(head))
-    return _parse_header(source, head, file_size)
-
-
-def _parse_header(source: str, head: bytes, file_size: int) -> Aedat3Header:
-    if not head:
-        raise FormatError(
-            source, "byte 0", "empty file; expected an AEDAT 3.1 header '#!AER-DAT3.1'"
-        )
-    if not head.startswith(MAGIC):
-        raise FormatError(
-            source, "byte 0", f"not an AEDAT file: expected '#!AER-DAT3.1', found {head[:16]!r}"
-        )
-    first_end = head.find(b"\n")
-    first_line = head[: first_end if first_end >= 0 else min(len(head), 40)].rstrip(b"\r")
-    version = first_line[len(MAGIC) :].decode("ascii", "replace").strip()
-    if version != VERSION:
-        hint = {
-            "4.0": "it is AEDAT 4.0: read it with replay.formats.aedat4",
-            "2.0": "it is AEDAT 2.0 (jAER): read it with replay.formats.aedat2",
-        }.get(version, "only AEDAT 3.1 is supported by this reader")
-        raise FormatError(source, "byte 0", f"AEDAT version {version[:20]!r}: {hint}")
-
-    lines: list[str] = []
+    text = read_text_header(path, VERSION, END_HEADER)
     sources: dict[int, str] = {}
     start_time = None
     data_format = "RAW"
-    position = 0
-    while True:
-        line_end = head.find(b"\n", position)
-        if line_end < 0:
-            if file_size > len(head):
-                problem = f"no '#!END-HEADER' line within the first {MAX_HEADER_BYTES} bytes"
-            else:
-                problem = "file ends inside the header (no '#!END-HEADER' line)"
-            raise FormatError(source, f"byte {position}", problem)
-        raw = head[position:line_end].rstrip(b"\r")
-        if not raw.startswith(b"#"):
-            raise FormatError(
-                source,
-                f"byte {position}",
-                f"header line does not start with '#' ({raw[:40]!r}) before '#!END-HEADER'",
-            )
-        text = raw.decode("ascii", "replace")
-        lines.append(text)
-        if raw == END_HEADER:
-            data_offset = line_end + 1
-            break
-        if m := _SOURCE_LINE.match(text):
+    for line, line_start in zip(text.lines, text.line_starts, strict=True):
+        if m := _SOURCE_LINE.match(line):
             sources[int(m.group(1))] = m.group(2)
-        elif m := _FORMAT_LINE.match(text):
+        elif m := _FORMAT_LINE.match(line):
             data_format = m.group(1)
             if data_format.upper() != "RAW":
                 raise FormatError(
-                    source,
-                    f"byte {position}",
+                    str(path),
+                    f"byte {line_start}",
                     f"format {data_format[:40]!r} is not supported (only RAW packets)",
                 )
-        elif m := _START_TIME_LINE.match(text):
+        elif m := _START_TIME_LINE.match(line):
             start_time = m.group(1)
-        position = line_end + 1
 
     sensor = None
     for source_id in sorted(sources):
@@ -279,10 +198,10 @@ def _parse_header(source: str, head: bytes, file_size: int) -> Aedat3Header:
         if sensor is not None:
             break
     return Aedat3Header(
-        data_offset=data_offset,
-        header_lines=lines,
+        data_offset=text.data_offset,
+        header_lines=text.lines,
         sensor=sensor or DEFAULT_SENSOR,
-        version=version,
+        version=text.version,
         sources=sources,
         sensor_from_header=sensor is not None,
         start_time=start_time,
@@ -362,17 +281,13 @@ def _iter_decoded_blocks(
 def read_aedat3(
     path: str | os.PathLike,
     *,
-    chunk_events: int = 1_000_000,
     sensor: SensorSize | None = None,
     on_unknown_packet: str = "error",
     on_out_of_sensor: str = "error",
     stats: Aedat3Stats | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> Recording:
-    """The whole file as one Recording (see ``iter_aedat3`` for the options;
-    ``chunk_events`` is accepted for symmetry and does not change the result)."""
-    if chunk_events < 1:
-        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    """The whole file as one Recording (see ``iter_aedat3`` for the options)."""
     header = read_aedat3_header(path)
     resolved = sensor or header.sensor
     # Decode straight into one array with room for as many events as the file
@@ -637,21 +552,13 @@ class _PolarityDecoder:
                 f"{int(ts_low[i].astype(np.int64)) - (1 << 32)}",
             )
 
-        x = data >> _X_SHIFT
-        y = (data >> _Y_SHIFT) & _COORDINATE_MASK
-        outside = (x >= self.sensor.width) | (y >= self.sensor.height)
-        if outside.any():
-            if self.on_out_of_sensor == "error":
-                i = int(np.argmax(outside))
-                raise EventValidationError(
-                    self.source,
-                    f"event {self.events_before + i}",
-                    f"x={int(x[i])}, y={int(y[i])} is outside the {self.sensor} sensor "
-                    f"(byte {byte_of(i)}; on_out_of_sensor='skip' drops such events)",
-                )
-            inside = ~outside
-            self.stats.out_of_sensor_dropped += int(np.count_nonzero(outside))
-            kept = np.flatnonzero(inside)
+        x = data >> X_SHIFT
+        y = (data >> Y_SHIFT) & COORDINATE_MASK
+        kept = inside_sensor(
+            x, y, self.sensor, self.on_out_of_sensor, self.source, self.events_before, byte_of
+        )
+        if kept is not None:
+            self.stats.out_of_sensor_dropped += len(x) - len(kept)
             raw_index = kept if raw_index is None else raw_index[kept]
             data, ts_low, x, y = data[kept], ts_low[kept], x[kept], y[kept]
             if isinstance(overflow, np.ndarray):
@@ -666,17 +573,9 @@ class _PolarityDecoder:
         events["timestamp"] = timestamp
         events["x"] = x
         events["y"] = y
-        events["polarity"] = (data >> _POLARITY_SHIFT) & 1
+        events["polarity"] = (data >> POLARITY_SHIFT) & 1
 
-        i = find_backwards(events, self.last_timestamp)
-        if i >= 0:
-            before = self.last_timestamp if i == 0 else int(timestamp[i - 1])
-            raise EventValidationError(
-                self.source,
-                f"event {self.events_before + i}",
-                f"timestamp {int(timestamp[i])} µs goes backwards (previous {before} µs; "
-                f"byte {byte_of(i)})",
-            )
+        check_order(events, self.last_timestamp, self.source, self.events_before, byte_of)
         if len(events):
             self.last_timestamp = int(timestamp[-1])
         self.events_before += len(events)
@@ -710,192 +609,3 @@ class _ChunkBatcher:
         self.parts = []
         self.count = 0
         return chunk
-
-
-# ---------------------------------------------------------------- writing
-
-
-def encode_packet_header(
-    event_type: int,
-    event_size: int,
-    event_capacity: int,
-    event_number: int,
-    event_valid: int,
-    *,
-    ts_offset: int = TIMESTAMP_OFFSET_BYTES,
-    ts_overflow: int = 0,
-    event_source: int = 1,
-) -> bytes:
-    """The 28-byte packet header (any values, so tests can write hostile ones)."""
-    return PACKET_HEADER.pack(
-        event_type,
-        event_source,
-        event_size,
-        ts_offset,
-        ts_overflow,
-        event_capacity,
-        event_number,
-        event_valid,
-    )
-
-
-def header_bytes(
-    source_name: str = "DVS128", start_time: datetime | None = None, extra_lines: Sequence[str] = ()
-) -> bytes:
-    """An AEDAT 3.1 text header as cAER writes it."""
-    moment = start_time or datetime.now(timezone.utc)
-    zone = moment.strftime("%z") or "+0000"
-    lines = [
-        "#!AER-DAT3.1",
-        "#Format: RAW",
-        f"#Source 1: {source_name}",
-        f"#Start-Time: {moment.strftime('%Y-%m-%d %H:%M:%S')} (TZ{zone})",
-        *extra_lines,
-        "#!END-HEADER",
-    ]
-    return "".join(line + "\r\n" for line in lines).encode("ascii")
-
-
-def special_packet(
-    at_event: int,
-    timestamps_us: Sequence[int] | np.ndarray,
-    special_type: int = SPECIAL_EXTERNAL_INPUT_RISING_EDGE,
-) -> ExtraPacket:
-    """A packet of special events (default: external input rising edges)."""
-    words, overflow = _typed_words(timestamps_us, 2)
-    words[:, 0] = 1 | (special_type << 1)
-    body = words.tobytes()
-    return ExtraPacket(
-        at_event, SPECIAL_EVENT, SPECIAL_EVENT_BYTES, body, len(words), ts_overflow=overflow
-    )
-
-
-def imu6_packet(at_event: int, timestamps_us: Sequence[int] | np.ndarray) -> ExtraPacket:
-    """A packet of 6-axis IMU samples (1 g down, no rotation, 25 °C)."""
-    words, overflow = _typed_words(timestamps_us, IMU6_EVENT_BYTES // 4)
-    words[:, 0] = 1
-    floats = words[:, 2:].view("<f4")
-    floats[:] = [0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 25.0]
-    return ExtraPacket(
-        at_event, IMU6_EVENT, IMU6_EVENT_BYTES, words.tobytes(), len(words), ts_overflow=overflow
-    )
-
-
-def _typed_words(timestamps_us, words_per_event: int) -> tuple[np.ndarray, int]:
-    timestamps = np.asarray(timestamps_us, dtype=np.int64)
-    overflow = set((timestamps >> 31).tolist())
-    if len(overflow) > 1:
-        raise ValueError("the timestamps of one packet must share eventTSOverflow (ts >> 31)")
-    words = np.zeros((len(timestamps), words_per_event), dtype="<u4")
-    words[:, 1] = timestamps & 0x7FFFFFFF
-    return words, overflow.pop() if overflow else 0
-
-
-def write_aedat3(
-    path: str | os.PathLike,
-    events: np.ndarray,
-    sensor: SensorSize = DEFAULT_SENSOR,
-    *,
-    packet_events: int = 4096,
-    source_name: str = "DVS128",
-    extra_packets: Sequence[ExtraPacket] = (),
-    valid: np.ndarray | None = None,
-    start_time: datetime | None = None,
-    check: bool = True,
-) -> None:
-    """Write ``events`` as an AEDAT 3.1 file in cAER's layout.
-
-    Polarity packets hold at most ``packet_events`` events and never span a
-    change of ``timestamp >> 31`` (each packet has one eventTSOverflow).
-    ``valid`` (bool per event) writes False entries with the valid bit cleared.
-    ``check`` refuses events outside ``sensor`` or going backwards; tests that
-    need such files pass ``check=False``. Values the format cannot hold (negative
-    timestamps, coordinates above 32767) are always refused.
-    """
-    source = str(path)
-    events = as_events(np.asarray(events), source)
-    n = len(events)
-    if packet_events < 1:
-        raise ValueError(f"packet_events must be >= 1, got {packet_events}")
-    named = sensor_for_source(source_name)
-    if named is not None and named != sensor:
-        raise ValueError(
-            f"source {source_name!r} is a {named} sensor but sensor={sensor}; "
-            "pass a matching source_name"
-        )
-    if check:
-        validate_events(events, sensor, source)
-    timestamps = events["timestamp"]
-    if n and (int(timestamps.min()) < 0 or int(timestamps.max()) >= 1 << 62):
-        raise EventValidationError(source, "", "timestamps must lie in [0, 2^62) µs for AEDAT 3.1")
-    for axis in ("x", "y"):
-        if n and (int(events[axis].min()) < 0 or int(events[axis].max()) > _COORDINATE_MASK):
-            raise EventValidationError(source, "", f"{axis} must lie in [0, 32767] for AEDAT 3.1")
-    if valid is not None:
-        valid = np.asarray(valid, dtype=bool)
-        if valid.shape != (n,):
-            raise ValueError(f"valid must have one entry per event ({n}), got shape {valid.shape}")
-    for extra in extra_packets:
-        if not 0 <= extra.at_event <= n:
-            raise ValueError(f"extra packet at_event {extra.at_event} outside [0, {n}]")
-
-    words = np.empty((n, 2), dtype="<u4")
-    data = (events["x"].astype(np.uint32) << _X_SHIFT) | (events["y"].astype(np.uint32) << _Y_SHIFT)
-    data |= (events["polarity"].astype(np.uint32) & 1) << _POLARITY_SHIFT
-    data |= 1 if valid is None else valid.astype(np.uint32)
-    words[:, 0] = data
-    words[:, 1] = timestamps & 0x7FFFFFFF
-    overflow = timestamps >> 31
-
-    starts = np.arange(0, n, packet_events, dtype=np.int64)
-    starts = np.union1d(starts, np.flatnonzero(overflow[1:] != overflow[:-1]) + 1)
-    starts = np.union1d(starts, [e.at_event for e in extra_packets if e.at_event < n])
-    starts = starts.astype(np.int64)
-    bounds = np.append(starts, n)
-    if valid is None:
-        valid_counts = np.diff(bounds)
-    else:
-        valid_counts = np.add.reduceat(valid.astype(np.int64), starts) if n else starts
-
-    extras_at: dict[int, list[ExtraPacket]] = {}
-    for extra in extra_packets:
-        extras_at.setdefault(extra.at_event, []).append(extra)
-
-    with open(path, "wb") as f:
-        f.write(header_bytes(source_name, start_time))
-        packet_bounds = zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-        for k, (start, end) in enumerate(packet_bounds):
-            for extra in extras_at.get(start, ()):
-                _write_extra(f, extra)
-            count = end - start
-            f.write(
-                encode_packet_header(
-                    POLARITY_EVENT,
-                    POLARITY_EVENT_BYTES,
-                    count,
-                    count,
-                    int(valid_counts[k]),
-                    ts_overflow=int(overflow[start]),
-                )
-            )
-            f.write(words[start:end])
-        for extra in extras_at.get(n, ()):
-            _write_extra(f, extra)
-
-
-def _write_extra(f, extra: ExtraPacket) -> None:
-    capacity = extra.event_number if extra.event_capacity is None else extra.event_capacity
-    valid = extra.event_number if extra.event_valid is None else extra.event_valid
-    f.write(
-        encode_packet_header(
-            extra.event_type,
-            extra.event_size,
-            capacity,
-            extra.event_number,
-            valid,
-            ts_offset=extra.ts_offset,
-            ts_overflow=extra.ts_overflow,
-            event_source=extra.event_source,
-        )
-    )
-    f.write(extra.body)

@@ -1,4 +1,4 @@
-"""AEDAT4 files (iniVation DV), read and written with dv-processing.
+"""AEDAT4 files (iniVation DV), read with dv-processing (written by ``aedat4_writer.py``).
 
 An AEDAT4 file starts with ``#!AER-DAT4.0\\r\\n``, an int32 size and an
 ``IOHeader`` flatbuffer (identifier ``IOHE``: compression, data table position,
@@ -22,18 +22,10 @@ needs around it:
   inside the sensor, timestamps non-decreasing (EventValidationError naming the
   event index). A corrupt packet that still decompresses can yield wrong events
   that pass these checks; AEDAT4 has no checksum to catch that.
-- **Writing** builds dv-processing ``EventStore`` objects from our arrays. There
-  is no bulk path from numpy in dv-processing 2.0.4 (``EventStore``,
-  ``EventPacket`` and its ``EventVector`` take events one by one, the arrays
-  their ``numpy()`` methods return are copies, and none exposes a buffer), so
-  the fastest route measured is ``EventStore.push_back`` of the tuples of
-  ``ndarray.tolist()`` with the garbage collector paused: ~3.5-4 M events/s for
-  building the stores, 10x slower than reading.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import select
@@ -53,7 +45,6 @@ from core.events import (
     FormatError,
     Recording,
     SensorSize,
-    as_events,
     concat_events,
     validate_events,
 )
@@ -67,8 +58,6 @@ PIPELINE_CHUNK_EVENTS = 1 << 18  # read_aedat4's chunks (measured fastest of 128
 DEFAULT_STALL_TIMEOUT_S = 10.0  # a healthy packet decodes in milliseconds
 STARTUP_TIMEOUT_S = 60.0  # python + numpy + dv-processing imports, on a loaded machine
 DEFAULT_MEMORY_LIMIT_BYTES = 4 << 30  # the child's address space
-WRITE_PACKET_EVENTS = 100_000
-COMPRESSIONS = ("lz4", "lz4_high", "zstd", "zstd_high", "none")
 CHILD_SCRIPT = Path(__file__).with_name("aedat4_child.py")
 
 _FRAME_HEADER = struct.Struct("<cQ")
@@ -261,7 +250,9 @@ class Aedat4Reader:
                 if kind == b"C":
                     self.element_counts = json.loads(payload)
                 elif kind == b"D":
-                    self._finish()
+                    # Everything has arrived; the child's interpreter shutdown
+                    # is not worth waiting for.
+                    self.close()
                     raise StopIteration
                 elif kind == b"X":
                     raise self._child_error(json.loads(payload))
@@ -423,10 +414,6 @@ class Aedat4Reader:
 
     # -- lifetime
 
-    def _finish(self) -> None:
-        # Everything has arrived; the child's interpreter shutdown is not worth waiting for.
-        self.close()
-
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
@@ -520,62 +507,6 @@ def aedat4_info(
     return Aedat4Info(**{**info.__dict__, "element_counts": counts})
 
 
-# ---------------------------------------------------------------- writing
-
-
-def write_aedat4(
-    path: str | os.PathLike,
-    events: np.ndarray,
-    sensor: SensorSize,
-    *,
-    camera_name: str = "stcsnn",
-    compression: str = "lz4",
-    packet_events: int = WRITE_PACKET_EVENTS,
-) -> None:
-    """Write ``events`` as the event stream of an AEDAT4 file (dv-processing's
-    ``MonoCameraWriter``, event-only configuration). The file appears whole or
-    not at all (written beside it, then renamed)."""
-    import dv_processing as dv
-
-    source = str(path)
-    events = as_events(events, source)
-    validate_events(events, sensor, source)
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    if packet_events < 1:
-        raise ValueError(f"packet_events must be >= 1, got {packet_events}")
-    compression_type = getattr(dv.CompressionType, compression.upper())
-    config = dv.io.MonoCameraWriter.EventOnlyConfig(
-        camera_name, (int(sensor.width), int(sensor.height)), compression_type
-    )
-    path = Path(path)
-    # dv-processing aborts the process (std::terminate) unless the name ends in .aedat4.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.aedat4")
-    try:
-        writer = dv.io.MonoCameraWriter(str(partial), config)
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # millions of short-lived tuples: the collector only slows this down
-        try:
-            for start in range(0, len(events), packet_events):
-                writer.writeEvents(_event_store(dv, events[start : start + packet_events]))
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        del writer  # dv-processing finishes the file when the writer is destroyed
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
-def _event_store(dv, events: np.ndarray):
-    store = dv.EventStore()
-    push_back = store.push_back
-    for event in events.tolist():
-        push_back(event)
-    return store
-
-
 __all__ = [
     "Aedat4Info",
     "Aedat4Reader",
@@ -583,5 +514,4 @@ __all__ = [
     "check_aedat4_header",
     "iter_aedat4",
     "read_aedat4",
-    "write_aedat4",
 ]

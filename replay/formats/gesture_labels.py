@@ -6,20 +6,24 @@ with its class id (1-11) and its start and end in µs on the recording's clock
 (the timestamps of the AEDAT 3.1 file beside it). The datasets code cuts the
 recordings into labelled segments with these, so a bad line must stop it with
 the file and line number rather than produce a wrong segment.
+
+The 1-based class id lives in the file only: the reader returns
+``core.labels.LabelSegment``s whose ``label`` is the 0-based class index
+(class id - 1), as every other labelled source gives (``gesture_labels_writer``
+adds the 1 back).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
-from typing import NamedTuple
 
 from core.class_names import DVS_GESTURE
 from core.events import FormatError
+from core.labels import LabelSegment
 
-GESTURE_CLASS_NAMES = DVS_GESTURE  # class id k is GESTURE_CLASS_NAMES[k - 1]
-FIRST_CLASS_ID = 1
+GESTURE_CLASS_NAMES = DVS_GESTURE  # label k (class id k + 1) is GESTURE_CLASS_NAMES[k]
+FIRST_CLASS_ID = 1  # the class id of label 0
 LAST_CLASS_ID = len(GESTURE_CLASS_NAMES)
 HEADER = ("class", "startTime_usec", "endTime_usec")
 # Real label files are a few hundred bytes; refuse to slurp anything huge.
@@ -28,32 +32,11 @@ MAX_LABEL_FILE_BYTES = 1 << 20
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-class LabelSegment(NamedTuple):
-    """One labelled gesture: class id 1-11 and its [start_us, end_us) span."""
-
-    class_id: int
-    start_us: int
-    end_us: int
-
-    @property
-    def name(self) -> str:
-        return gesture_class_name(self.class_id)
-
-    @property
-    def duration_us(self) -> int:
-        return self.end_us - self.start_us
-
-
-def gesture_class_name(class_id: int) -> str:
-    if not FIRST_CLASS_ID <= class_id <= LAST_CLASS_ID:
-        raise ValueError(f"DVS128 Gesture class ids are 1-{LAST_CLASS_ID}, got {class_id}")
-    return GESTURE_CLASS_NAMES[class_id - 1]
-
-
 def read_gesture_labels(path: str | os.PathLike) -> list[LabelSegment]:
-    """The segments of a labels CSV, in file order. FormatError names the file
-    and line for a bad header, a line without three integers, a class outside
-    1-11, a negative start or an end not after its start. Blank lines are ignored."""
+    """The segments of a labels CSV, in file order, labelled 0-10 (class id - 1).
+    FormatError names the file and line for a bad header, a line without three
+    integers, a class outside 1-11, a negative start or an end not after its
+    start. Blank lines are ignored."""
     source = str(path)
     size = os.path.getsize(path)
     if size > MAX_LABEL_FILE_BYTES:
@@ -102,16 +85,4 @@ def _parse_line(source: str, number: int, line: str) -> LabelSegment:
         raise FormatError(source, where, f"start {start_us} µs is negative")
     if end_us <= start_us:
         raise FormatError(source, where, f"end {end_us} µs is not after start {start_us} µs")
-    return LabelSegment(class_id, start_us, end_us)
-
-
-def write_gesture_labels(path: str | os.PathLike, segments: Iterable[LabelSegment]) -> None:
-    """Write segments in the dataset's layout (refusing ones the reader would refuse)."""
-    rows = [",".join(HEADER)]
-    for index, segment in enumerate(segments):
-        class_id, start_us, end_us = (int(value) for value in segment)
-        if not FIRST_CLASS_ID <= class_id <= LAST_CLASS_ID or start_us < 0 or end_us <= start_us:
-            raise ValueError(f"segment {index} {tuple(segment)} is not a valid label")
-        rows.append(f"{class_id},{start_us},{end_us}")
-    with open(path, "w", encoding="ascii", newline="") as f:
-        f.write("\n".join(rows) + "\n")
+    return LabelSegment(class_id - FIRST_CLASS_ID, start_us, end_us)

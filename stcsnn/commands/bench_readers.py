@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.events import EVENT_DTYPE, SensorSize
+from core.events import SensorSize
+from stcsnn.commands.bench_compress import synthetic_events
 
 RATE_PER_S = 1.25e6
 CHUNK_EVENTS = 1_000_000
@@ -55,42 +56,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON object to this file")
 
 
-def synthetic_events(count: int, sensor: SensorSize, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    events = np.empty(count, dtype=EVENT_DTYPE)
-    duration_us = max(int(count / RATE_PER_S * 1e6), 1)
-    events["timestamp"] = np.sort(rng.integers(0, duration_us, count))
-    events["x"] = rng.integers(0, sensor.width, count)
-    events["y"] = rng.integers(0, sensor.height, count)
-    events["polarity"] = rng.integers(0, 2, count)
-    return events
-
-
 def _readers(name: str):
     """(write, read whole, iterate) for one format."""
-    from replay.formats import aedat2, aedat3, aedat4, nmnist
+    from replay.formats import (
+        aedat2,
+        aedat2_writer,
+        aedat3,
+        aedat3_writer,
+        aedat4,
+        aedat4_writer,
+        nmnist,
+        nmnist_writer,
+    )
 
     sensor = SENSORS[name]
     if name == "aedat3":
         return (
-            lambda p, e: aedat3.write_aedat3(p, e, sensor),
+            lambda p, e: aedat3_writer.write_aedat3(p, e, sensor),
             lambda p: aedat3.read_aedat3(p).events,
             lambda p: aedat3.iter_aedat3(p, chunk_events=CHUNK_EVENTS),
         )
     if name == "aedat4":
         return (
-            lambda p, e: aedat4.write_aedat4(p, e, sensor),
+            lambda p, e: aedat4_writer.write_aedat4(p, e, sensor),
             lambda p: aedat4.read_aedat4(p).events,
             lambda p: aedat4.iter_aedat4(p, chunk_events=CHUNK_EVENTS),
         )
     if name == "nmnist":
         return (
-            lambda p, e: nmnist.write_nmnist(p, e),
+            lambda p, e: nmnist_writer.write_nmnist(p, e),
             lambda p: nmnist.read_nmnist(p).events,
             lambda p: nmnist.iter_nmnist(p, chunk_events=CHUNK_EVENTS),
         )
     return (
-        lambda p, e: aedat2.write_aedat2(p, e, sensor),
+        lambda p, e: aedat2_writer.write_aedat2(p, e, sensor),
         lambda p: aedat2.read_aedat2(p).events,
         lambda p: aedat2.iter_aedat2(p, chunk_events=CHUNK_EVENTS),
     )
@@ -111,7 +110,7 @@ def _rates(times_s: list[float], count: int) -> dict:
 
 def bench_format(name: str, count: int, reps: int, seed: int, folder: Path) -> dict:
     write, read, iterate = _readers(name)
-    events = synthetic_events(count, SENSORS[name], seed)
+    events = synthetic_events(count, seed=seed, rate_per_s=RATE_PER_S, sensor=SENSORS[name])
     path = folder / f"bench_{name}{SUFFIXES[name]}"
     start = time.perf_counter()
     write(path, events)

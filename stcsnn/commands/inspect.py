@@ -114,15 +114,16 @@ def _labels(labels, summary: EventSummary, path: str) -> dict:
     from pathlib import Path
 
     from replay.formats import GESTURE_LABELS_SUFFIX
+    from replay.formats.gesture_labels import FIRST_CLASS_ID, GESTURE_CLASS_NAMES
 
     file = Path(path)
     return {
         "labels": [
             {
-                "class_id": int(s.class_id),
-                "name": s.name,
-                "start_us": int(s.start_us),
-                "end_us": int(s.end_us),
+                "class_id": FIRST_CLASS_ID + s.label,  # as in the CSV
+                "name": GESTURE_CLASS_NAMES[s.label],
+                "start_us": s.start_us,
+                "end_us": s.end_us,
             }
             for s in labels
         ],

@@ -1,7 +1,7 @@
 """Small dataset folders in the exact published formats, from generated events.
 
 No DVS128 Gesture or CIFAR10-DVS events can be had on these machines, so the
-dataset code (and later the training code) is tested on folders written here:
+dataset and training code is tested on folders written here:
 the real file formats and folder layouts, holding events generated so that
 each class looks different (a blob moving in a class-specific direction or
 sitting at a class-specific place), so a model can in principle learn them.
@@ -20,10 +20,11 @@ import numpy as np
 
 from core.class_names import CIFAR10
 from core.events import SensorSize, concat_events, make_events
-from replay.formats.aedat2 import write_aedat2
-from replay.formats.aedat3 import write_aedat3
-from replay.formats.gesture_labels import LabelSegment, write_gesture_labels
-from replay.formats.nmnist import write_nmnist
+from core.labels import LabelSegment
+from replay.formats.aedat2_writer import write_aedat2
+from replay.formats.aedat3_writer import write_aedat3
+from replay.formats.gesture_labels_writer import write_gesture_labels
+from replay.formats.nmnist_writer import write_nmnist
 
 DVS128 = SensorSize(128, 128)
 NMNIST_SENSOR = SensorSize(34, 34)
@@ -80,7 +81,7 @@ def noise_events(
 
 @dataclass(frozen=True)
 class GestureSegmentDescription:
-    class_id: int  # 1-11 as in the labels file; the dataset label is class_id - 1
+    label: int  # 0-10, the dataset's label (the labels file holds label + 1)
     start_us: int
     end_us: int
     event_count: int  # events generated with start_us <= t < end_us
@@ -114,9 +115,9 @@ class GestureFolder:
         return next(r for r in self.recordings if r.name == name)
 
 
-def gesture_direction(class_id: int) -> tuple[float, float]:
+def gesture_direction(label: int) -> tuple[float, float]:
     """Unit vector of the class's motion: the 11 classes spread around a circle."""
-    angle = 2 * np.pi * (class_id - 1) / GESTURE_CLASSES
+    angle = 2 * np.pi * label / GESTURE_CLASSES
     return float(np.cos(angle)), float(np.sin(angle))
 
 
@@ -140,7 +141,7 @@ def write_dvsgesture_folder(
     Each recording holds ``gestures_per_recording`` gestures (a blob moving
     across the sensor in its class's direction) separated by background noise;
     a noise event sits exactly on each gesture's end time, which the segment
-    must exclude. Classes cycle through shuffled rounds of 1-11, so all classes
+    must exclude. Classes cycle through shuffled rounds of 0-10, so all classes
     appear once the folder holds 11 gestures. ``test_users`` go to the test
     list (default: the last user, so both lists are non-empty; the official
     dataset uses users 24-29).
@@ -152,7 +153,7 @@ def write_dvsgesture_folder(
         test_users = (users[-1],) if len(users) > 1 else ()
     total = len(users) * len(lightings) * gestures_per_recording
     rounds = -(-total // GESTURE_CLASSES)
-    classes = iter(np.concatenate([rng.permutation(GESTURE_CLASSES) + 1 for _ in range(rounds)]))
+    classes = iter(np.concatenate([rng.permutation(GESTURE_CLASSES) for _ in range(rounds)]))
     centre = np.array([DVS128.width / 2, DVS128.height / 2])
 
     recordings = []
@@ -163,9 +164,9 @@ def write_dvsgesture_folder(
             parts = [noise_events(rng, noise_per_gap, t_us - 500_000, t_us, DVS128)]
             segments = []
             for _ in range(gestures_per_recording):
-                class_id = int(next(classes))
+                label = int(next(classes))
                 duration = int(rng.integers(*gesture_us))
-                direction = np.array(gesture_direction(class_id))
+                direction = np.array(gesture_direction(label))
                 parts.append(
                     moving_blob_events(
                         rng,
@@ -178,7 +179,7 @@ def write_dvsgesture_folder(
                     )
                 )
                 segments.append(
-                    GestureSegmentDescription(class_id, t_us, t_us + duration, events_per_gesture)
+                    GestureSegmentDescription(label, t_us, t_us + duration, events_per_gesture)
                 )
                 t_us += duration
                 gap = int(rng.integers(*gap_us))
@@ -188,7 +189,7 @@ def write_dvsgesture_folder(
             write_aedat3(root / f"{name}.aedat", events, DVS128)
             write_gesture_labels(
                 root / f"{name}_labels.csv",
-                [LabelSegment(s.class_id, s.start_us, s.end_us) for s in segments],
+                [LabelSegment(s.label, s.start_us, s.end_us) for s in segments],
             )
             split = "test" if user in test_users else "train"
             recordings.append(
@@ -316,7 +317,7 @@ def write_dvs_sign_folder(
         for label in range(classes):
             (root / split / str(label)).mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                direction = np.array(gesture_direction(label % GESTURE_CLASSES + 1))
+                direction = np.array(gesture_direction(label % GESTURE_CLASSES))
                 centre = np.array([64.0, 64.0])
                 events = moving_blob_events(
                     rng,

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def real_steps(config, count: int) -> tuple[list[np.ndarray], str]:
     """``count`` compressed steps of real DVS_Sign samples, or random ones."""
-    from models.data import SplitSpec, cached_clips, open_events, split_parts
+    from models.clip_cache import cached_clips
+    from models.splits import SplitSpec, open_events, split_parts
     from replay.paths import data_root
 
     root = data_root() / "dvs_sign"

@@ -208,8 +208,10 @@ def held_out_predictions(
     """Predictions of ``checkpoint`` on its held-out fold, by index in the
     dataset's full training listing (the indices ``stratified_kfold`` deals)."""
     from models.checkpoint import load_checkpoint
-    from models.data import SplitSpec, cached_clips, clip_loader, open_events, split_parts
+    from models.clip_cache import cached_clips
     from models.evaluate import predict_clips
+    from models.loaders import clip_loader
+    from models.splits import SplitSpec, open_events, split_parts
     from replay.datasets.split import stratified_kfold
 
     model, config, _ = load_checkpoint(checkpoint, map_location="cpu")
@@ -238,7 +240,7 @@ def run_one(
     ``device``, ``amp`` and ``workers`` change the speed, not what is learned."""
     import torch
 
-    from models.data import SplitSpec
+    from models.splits import SplitSpec
     from models.train import TrainConfig, train
 
     folds, epochs = spec.folds, spec.epochs
@@ -558,8 +560,9 @@ def measure_cost(
     through its input, so a window costs T steps."""
     import torch
 
-    from models.data import SplitSpec, cached_clips, open_events, split_parts
+    from models.clip_cache import cached_clips
     from models.networks import build_network, get_config, plain_lif_baseline
+    from models.splits import SplitSpec, open_events, split_parts
 
     torch.set_num_threads(1)
     dataset = open_events(spec.dataset, root, "train")

@@ -8,23 +8,34 @@ The synaptic filter ``c`` smooths the jumps between adjacent compressed steps;
 ``synaptic_filter=False`` fixes lam = 0 (c = z), the plain conv-BN-LIF block of
 the ablation.
 
-Two drivers over the same arithmetic: ``forward`` takes a clip ``[T, B, C, H, W]``
-and runs conv+BN once on the merged ``[T*B]`` batch (one BN statistic over all
-steps; measured ~3x faster on CPU than per step), then loops only the filter and
-neuron over time; ``step`` takes one ``[B, C, H, W]`` step with an explicit
-``SCBState``. In eval mode (BN running statistics) the two agree.
+Two drivers over one step function (``_filter_and_fire``: filter, then
+``mtlif_step``): ``forward`` takes a clip ``[T, B, C, H, W]`` and runs conv+BN
+once on the merged ``[T*B]`` batch (one BN statistic over all steps; measured
+~3x faster on CPU than per step), then ``multi_step`` runs the filter and
+neuron over time; ``step`` takes one ``[B, C, H, W]`` step. Both take and
+return an explicit ``SCBState``; in eval mode (BN running statistics) the two
+agree.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.neurons import MTLIF, MTLIFState, at_least_float32, mtlif_step
+from models.neurons import (
+    METHOD_DEFAULTS,
+    MTLIF,
+    MTLIFParameters,
+    MTLIFState,
+    at_least_float32,
+    mtlif_step,
+    multi_step,
+)
 
 
 class SCBState(NamedTuple):
@@ -41,13 +52,9 @@ class SynapticConvBlock(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
+        neuron_parameters: MTLIFParameters = METHOD_DEFAULTS,
         *,
-        levels: int = 4,
-        learnable_tau: bool = True,
         per_channel_tau: bool = False,
-        tau_m_init: float = 2.0,
-        threshold: float = 1.0,
-        surrogate_alpha: float = 4.0,
         synaptic_filter: bool = True,
         lambda_init: float = 0.5,
         pool: Literal["max", "avg"] | None = "max",
@@ -64,14 +71,8 @@ class SynapticConvBlock(nn.Module):
                 raise ValueError(f"lambda_init must be in (0, 1), got {lambda_init}")
             logit = math.log(lambda_init / (1.0 - lambda_init))
             self.lambda_weight = nn.Parameter(torch.full((out_channels,), logit))
-        self.neuron = MTLIF(
-            levels,
-            learnable_tau,
-            tau_m_init=tau_m_init,
-            threshold=threshold,
-            surrogate_alpha=surrogate_alpha,
-            channels=out_channels if per_channel_tau else None,
-        )
+        channels = out_channels if per_channel_tau else None
+        self.neuron = MTLIF(neuron_parameters, channels=channels)
         if pool not in ("max", "avg", None):
             raise ValueError(f"pool must be 'max', 'avg' or None, got {pool!r}")
         self.pool = pool
@@ -91,36 +92,42 @@ class SynapticConvBlock(nn.Module):
             return F.avg_pool2d(spikes, 2)
         return spikes
 
+    def _conv_bn(self, x: Tensor) -> Tensor:
+        """``[N, C_in, H, W]`` -> ``[N, C_out, H, W]`` at least float32 (the filter's dtype)."""
+        z = self.bn(self.conv(x.contiguous(memory_format=torch.channels_last)))
+        return z.to(at_least_float32(z.dtype))
+
+    def _filter_and_fire(
+        self, z: Tensor, state: SCBState, *, lam: Tensor | None, beta: Tensor
+    ) -> tuple[Tensor, SCBState]:
+        """The block's step after conv+BN: ``z [B, C_out, H, W]`` -> spikes (before the
+        pool) and the new state; with the filter off the synaptic state is passed on
+        as it is (the same tensor, which the CUDA graph runner relies on)."""
+        c = z if lam is None else lam * state.synaptic + (1.0 - lam) * z
+        spikes, neuron_state = mtlif_step(c, state.neuron, beta, self.neuron.p)
+        return spikes, SCBState(state.synaptic if lam is None else c, neuron_state)
+
     def initial_state(self, batch: int, height: int, width: int, **tensor_kw) -> SCBState:
         """Zero state for inputs ``[batch, C_in, height, width]`` (conv keeps the size)."""
         zeros = torch.zeros(batch, self.out_channels, height, width, **tensor_kw)
         return SCBState(zeros, MTLIFState(zeros))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Clip ``[T, B, C_in, H, W]`` -> ``[T, B, C_out, H/2, W/2]`` (floor), state from zero."""
+    def forward(self, x: Tensor, state: SCBState | None = None) -> tuple[Tensor, SCBState]:
+        """Clip ``[T, B, C_in, H, W]`` -> ``[T, B, C_out, H/2, W/2]`` (floor) and the state
+        after it; ``state`` None starts from zero."""
         steps, batch = x.shape[:2]
-        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        z = self.bn(self.conv(x))  # [T*B, C_out, H, W], one BN statistic over all steps
-        z = z.unflatten(0, (steps, batch)).to(at_least_float32(z.dtype))
-        lam = self.synaptic_decay
-        neuron = self.neuron
-        beta = neuron.beta_for(z[0], channel_dim=1)
-        c = torch.zeros_like(z[0])
-        state = MTLIFState(c)
-        spikes = []
-        for z_t in z:
-            c = z_t if lam is None else lam * c + (1.0 - lam) * z_t
-            s, state = mtlif_step(
-                c,
-                state,
-                beta=beta,
-                threshold=neuron.threshold,
-                levels=neuron.levels,
-                surrogate_alpha=neuron.surrogate_alpha,
-            )
-            spikes.append(s)
-        out = self._pool(torch.stack(spikes).flatten(0, 1))
-        return out.unflatten(0, (steps, batch))
+        z = self._conv_bn(x.flatten(0, 1))  # [T*B, C_out, H, W], one BN statistic over all steps
+        z = z.unflatten(0, (steps, batch))
+        if state is None:
+            zeros = torch.zeros_like(z[0])
+            state = SCBState(zeros, MTLIFState(zeros))
+        step = partial(
+            self._filter_and_fire,
+            lam=self.synaptic_decay,
+            beta=self.neuron.beta_for(z[0], channel_dim=1),
+        )
+        spikes, state = multi_step(step, z, state)
+        return self._pool(spikes.flatten(0, 1)).unflatten(0, (steps, batch)), state
 
     def step(self, x: Tensor, state: SCBState) -> tuple[Tensor, SCBState]:
         """One step ``[B, C_in, H, W]`` -> ``[B, C_out, H/2, W/2]``; use in eval mode.
@@ -128,12 +135,10 @@ class SynapticConvBlock(nn.Module):
         In training mode BN would normalise with the statistics of this one
         step, which is not what the multi-step path learned with.
         """
-        z = self.bn(self.conv(x.contiguous(memory_format=torch.channels_last)))
-        z = z.to(at_least_float32(z.dtype))
-        lam = self.synaptic_decay
-        c = z if lam is None else lam * state.synaptic + (1.0 - lam) * z
-        s, neuron_state = self.neuron.step(c, state.neuron)
-        return self._pool(s), SCBState(c if lam is not None else state.synaptic, neuron_state)
+        z = self._conv_bn(x)
+        beta = self.neuron.beta_for(z, channel_dim=1)
+        spikes, state = self._filter_and_fire(z, state, lam=self.synaptic_decay, beta=beta)
+        return self._pool(spikes), state
 
     def extra_repr(self) -> str:
         return f"synaptic_filter={self.synaptic_filter}, pool={self.pool}"

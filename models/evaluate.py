@@ -29,14 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.checkpoint import load_checkpoint
-from models.data import (
-    SplitSpec,
-    cached_clips,
-    clip_loader,
-    default_split,
-    open_part,
-    stratified_subset,
-)
+from models.clip_cache import cached_clips
+from models.loaders import clip_loader
+from models.splits import SplitSpec, default_split, open_part, stratified_subset
+from replay.datasets.base import EventDataset, Subset
 
 
 def mean_readout(logits: Tensor, steps: Tensor) -> Tensor:
@@ -180,16 +176,7 @@ def evaluate_checkpoint(
     if trained_on is not None and trained_on != dataset and log is not None:
         log(f"note: {checkpoint} was trained on {trained_on!r}, evaluating on {dataset!r}")
     spec = split_for_eval(extra, dataset)
-    samples = open_part(dataset, root, split, spec)
-    if len(samples.class_names) != config.num_classes:
-        raise ValueError(
-            f"{checkpoint}: the network has {config.num_classes} classes, "
-            f"{dataset} has {len(samples.class_names)}"
-        )
-    if limit is not None:
-        from replay.datasets.base import Subset
-
-        samples = Subset(samples, stratified_subset(samples.labels, limit, spec.seed))
+    samples = _samples_for_eval(checkpoint, config.num_classes, dataset, root, split, spec, limit)
     steps_list = list(steps) if steps else [config.compression.steps]
     by_t = []
     for t in steps_list:
@@ -230,6 +217,28 @@ def evaluate_checkpoint(
         "trained_val_accuracy": extra.get("val_accuracy"),
         "by_T": by_t,
     }
+
+
+def _samples_for_eval(
+    checkpoint: str | os.PathLike,
+    num_classes: int,
+    dataset: str,
+    root: str | os.PathLike,
+    split: str,
+    spec: SplitSpec,
+    limit: int | None,
+) -> EventDataset:
+    """The samples of ``split`` (a stratified subset of ``limit`` of them), refused
+    when the dataset's classes are not the network's."""
+    samples = open_part(dataset, root, split, spec)
+    if len(samples.class_names) != num_classes:
+        raise ValueError(
+            f"{checkpoint}: the network has {num_classes} classes, "
+            f"{dataset} has {len(samples.class_names)}"
+        )
+    if limit is not None:
+        samples = Subset(samples, stratified_subset(samples.labels, limit, spec.seed))
+    return samples
 
 
 def write_result(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:

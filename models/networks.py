@@ -18,7 +18,6 @@ Shapes through ``SpikingNet`` (multi-step; single-step drops the leading T):
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from core.class_names import CIFAR10, DVS_GESTURE
 from core.compress import CompressionConfig
 from models.blocks import SCBState, SynapticConvBlock
-from models.neurons import MTLIF, MTLIFState
+from models.neurons import MTLIF, MTLIFParameters, MTLIFState
 
 
 @dataclass(frozen=True)
@@ -100,9 +99,15 @@ class ModelConfig:
         return self.compression.output_shape
 
     @property
-    def stream_ema_decay(self) -> float:
-        """Decay of the readout EMA per streaming step (one step = ``compression.step_us``)."""
-        return math.exp(-self.compression.step_us / self.stream_ema_tau_us)
+    def neuron_parameters(self) -> MTLIFParameters:
+        """The settings of every MT-LIF layer, as the layers take them."""
+        return MTLIFParameters(
+            levels=self.levels,
+            threshold=self.threshold,
+            surrogate_alpha=self.surrogate_alpha,
+            tau_m_init=self.tau_m_init,
+            learnable_tau=self.learnable_tau,
+        )
 
     def with_changes(self, **changes: Any) -> ModelConfig:
         """A variant; fields of ``CompressionConfig`` (steps, mode, ...) may be given directly."""
@@ -230,13 +235,6 @@ class SpikingNet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        neuron_kw = dict(
-            levels=config.levels,
-            learnable_tau=config.learnable_tau,
-            tau_m_init=config.tau_m_init,
-            threshold=config.threshold,
-            surrogate_alpha=config.surrogate_alpha,
-        )
         in_channels, height, width = config.input_shape
         self._block_sizes = []  # (H, W) entering each block, for initial_state
         blocks = []
@@ -245,11 +243,11 @@ class SpikingNet(nn.Module):
                 SynapticConvBlock(
                     in_channels,
                     out_channels,
+                    config.neuron_parameters,
                     per_channel_tau=config.per_channel_tau,
                     synaptic_filter=config.synaptic_filter,
                     lambda_init=config.lambda_init,
                     pool=config.pool,
-                    **neuron_kw,
                 )
             )
             self._block_sizes.append((height, width))
@@ -257,7 +255,9 @@ class SpikingNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.flat_features = in_channels * height * width
         self.hidden = nn.Linear(self.flat_features, config.hidden)
-        self.hidden_neuron = MTLIF(**neuron_kw)  # per-channel tau applies to conv layers only
+        self.hidden_neuron = MTLIF(
+            config.neuron_parameters
+        )  # per-channel tau applies to conv layers only
         self.readout = nn.Linear(config.hidden, config.num_classes)
 
     def _normalise(self, x: Tensor) -> Tensor:
@@ -281,9 +281,9 @@ class SpikingNet(nn.Module):
             raise ValueError(f"expected input [T, B, {expected}], got {list(x.shape)}")
         x = self._normalise(x)
         for block in self.blocks:
-            x = block(x)
+            x, _ = block(x)
         x = self._dropout(x.flatten(2))
-        x = self.hidden_neuron(self.hidden(x))
+        x, _ = self.hidden_neuron(self.hidden(x))
         return self.readout(self._dropout(x))
 
     def initial_state(

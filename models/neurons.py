@@ -1,9 +1,11 @@
 """Multi-threshold LIF neuron (METHOD.md section 2): one pure step function, two drivers.
 
 ``mtlif_step`` advances the membrane by one time step over an explicit
-``MTLIFState``; it holds no state itself, so training (``MTLIF.forward`` over
-``[T, B, ...]``, state from zero) and streaming (``MTLIF.step`` with the state
-kept by the caller between hops) run the same arithmetic and agree exactly.
+``MTLIFState`` with the neuron's settings as one value, ``MTLIFParameters``
+(Norse's ``LIFParameters``); it holds no state itself. ``multi_step`` runs any
+such step over the leading time axis, so training (``MTLIF.forward`` over
+``[T, B, ...]``) and streaming (``MTLIF.step`` with the state kept by the
+caller between hops) run the same arithmetic and agree exactly.
 
     u[t] = beta * u[t-1] + I[t]
     s[t] = clamp(floor(u[t] / theta), 0, K)       graded spike 0..K
@@ -15,10 +17,50 @@ kept by the caller between hops) run the same arithmetic and agree exactly.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+State = TypeVar("State")
+
+
+def beta_from_tau(tau_m: float) -> float:
+    """Membrane decay per step for time constant ``tau_m`` in steps: beta = 1 - 1/tau_m."""
+    if not tau_m > 1.0:
+        raise ValueError(f"tau_m must be > 1 step (beta = 1 - 1/tau_m in (0, 1)), got {tau_m}")
+    return 1.0 - 1.0 / tau_m
+
+
+@dataclass(frozen=True)
+class MTLIFParameters:
+    """The settings of an MT-LIF layer, passed as one value from ``ModelConfig``
+    through the blocks to the step. The step reads ``levels``, ``threshold`` and
+    ``surrogate_alpha``; ``tau_m_init`` and ``learnable_tau`` decide how the
+    layer's decay ``beta = sigmoid(w)`` starts and whether ``w`` learns."""
+
+    levels: int = 4  # K thresholds; 1 = plain LIF
+    threshold: float = 1.0  # theta
+    surrogate_alpha: float = 4.0  # sharpness of the sigmoid surrogate
+    tau_m_init: float = 2.0  # membrane time constant in steps; beta = 1 - 1/tau_m
+    learnable_tau: bool = True  # False: beta stays at its initial value
+
+    def __post_init__(self) -> None:
+        # Stored as int/float whatever a caller passed (``--set threshold=1`` gives an int).
+        object.__setattr__(self, "levels", int(self.levels))
+        object.__setattr__(self, "threshold", float(self.threshold))
+        object.__setattr__(self, "surrogate_alpha", float(self.surrogate_alpha))
+        if self.levels < 1:
+            raise ValueError(f"levels (K) must be >= 1, got {self.levels}")
+        if self.threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        beta_from_tau(self.tau_m_init)  # raises for tau_m <= 1
+
+
+METHOD_DEFAULTS = MTLIFParameters()  # METHOD.md 2: K = 4, theta = 1, alpha = 4, tau_m = 2
 
 
 class MTLIFState(NamedTuple):
@@ -53,19 +95,13 @@ class MultiThresholdSpike(torch.autograd.Function):
         return grad_spikes * (alpha * surrogate), None, None, None
 
 
-def graded_spikes(u: Tensor, *, threshold: float, levels: int, surrogate_alpha: float) -> Tensor:
+def graded_spikes(u: Tensor, p: MTLIFParameters) -> Tensor:
     """clamp(floor(u / threshold), 0, levels), differentiable through the surrogate."""
-    return MultiThresholdSpike.apply(u, threshold, levels, surrogate_alpha)
+    return MultiThresholdSpike.apply(u, p.threshold, p.levels, p.surrogate_alpha)
 
 
 def mtlif_step(
-    input_current: Tensor,
-    state: MTLIFState,
-    *,
-    beta: Tensor | float,
-    threshold: float,
-    levels: int,
-    surrogate_alpha: float,
+    input_current: Tensor, state: MTLIFState, beta: Tensor | float, p: MTLIFParameters
 ) -> tuple[Tensor, MTLIFState]:
     """One time step of the multi-threshold LIF neuron.
 
@@ -75,8 +111,20 @@ def mtlif_step(
     gradient flows through the integration path only (METHOD.md section 2).
     """
     u = beta * state.u + input_current
-    spikes = graded_spikes(u, threshold=threshold, levels=levels, surrogate_alpha=surrogate_alpha)
-    return spikes, MTLIFState(u - threshold * spikes.detach())
+    spikes = graded_spikes(u, p)
+    return spikes, MTLIFState(u - p.threshold * spikes.detach())
+
+
+def multi_step(
+    step: Callable[[Tensor, State], tuple[Tensor, State]], inputs: Tensor, state: State
+) -> tuple[Tensor, State]:
+    """The multi-step driver of any step function: ``inputs [T, ...]`` -> the
+    outputs stacked ``[T, ...]`` and the state after the last step."""
+    outputs = []
+    for x_t in inputs:
+        out, state = step(x_t, state)
+        outputs.append(out)
+    return torch.stack(outputs), state
 
 
 def at_least_float32(dtype: torch.dtype) -> torch.dtype:
@@ -88,45 +136,23 @@ def at_least_float32(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def beta_from_tau(tau_m: float) -> float:
-    """Membrane decay per step for time constant ``tau_m`` in steps: beta = 1 - 1/tau_m."""
-    if not tau_m > 1.0:
-        raise ValueError(f"tau_m must be > 1 step (beta = 1 - 1/tau_m in (0, 1)), got {tau_m}")
-    return 1.0 - 1.0 / tau_m
-
-
 class MTLIF(nn.Module):
     """MT-LIF layer: multi-step ``forward([T, B, C, ...])`` and single-step ``step``.
 
     beta = sigmoid(w) keeps the decay in (0, 1) whatever the optimiser does to
     ``w``. ``channels=None`` learns one ``w`` for the layer (the default);
     ``channels=C`` learns one per channel of dim 1 of ``[B, C, ...]`` (an option
-    to measure). ``learnable_tau=False`` stores ``w`` as a buffer instead, so it
-    stays fixed but travels with the state dict.
+    to measure). ``p.learnable_tau=False`` stores ``w`` as a buffer instead, so
+    it stays fixed but travels with the state dict.
     """
 
-    def __init__(
-        self,
-        levels: int = 4,
-        learnable_tau: bool = True,
-        *,
-        tau_m_init: float = 2.0,
-        threshold: float = 1.0,
-        surrogate_alpha: float = 4.0,
-        channels: int | None = None,
-    ):
+    def __init__(self, p: MTLIFParameters = METHOD_DEFAULTS, *, channels: int | None = None):
         super().__init__()
-        if levels < 1:
-            raise ValueError(f"levels (K) must be >= 1, got {levels}")
-        if threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
-        self.levels = int(levels)
-        self.threshold = float(threshold)
-        self.surrogate_alpha = float(surrogate_alpha)
+        self.p = p
         self.channels = channels
-        beta0 = beta_from_tau(tau_m_init)
+        beta0 = beta_from_tau(p.tau_m_init)
         w = torch.full((channels,) if channels else (), math.log(beta0 / (1.0 - beta0)))
-        if learnable_tau:
+        if p.learnable_tau:
             self.tau_weight = nn.Parameter(w)
         else:
             self.register_buffer("tau_weight", w)
@@ -155,37 +181,21 @@ class MTLIF(nn.Module):
 
     def step(self, x: Tensor, state: MTLIFState) -> tuple[Tensor, MTLIFState]:
         """One step: ``x [B, C, ...]`` -> graded spikes of the same shape, new state."""
-        return mtlif_step(
-            x.to(at_least_float32(x.dtype)),
-            state,
-            beta=self.beta_for(x, channel_dim=1),
-            threshold=self.threshold,
-            levels=self.levels,
-            surrogate_alpha=self.surrogate_alpha,
-        )
+        x = x.to(at_least_float32(x.dtype))
+        return mtlif_step(x, state, self.beta_for(x, channel_dim=1), self.p)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """A clip ``x [T, B, C, ...]`` -> spikes ``[T, B, C, ...]``, state from zero."""
+    def forward(self, x: Tensor, state: MTLIFState | None = None) -> tuple[Tensor, MTLIFState]:
+        """A clip ``x [T, B, C, ...]`` -> spikes ``[T, B, C, ...]`` and the state after
+        it; ``state`` None starts from zero (a stream fed in chunks passes it on)."""
         x = x.to(at_least_float32(x.dtype))
         beta = self.beta_for(x[0], channel_dim=1)
-        state = MTLIFState(torch.zeros_like(x[0]))
-        out = []
-        for x_t in x:
-            s, state = mtlif_step(
-                x_t,
-                state,
-                beta=beta,
-                threshold=self.threshold,
-                levels=self.levels,
-                surrogate_alpha=self.surrogate_alpha,
-            )
-            out.append(s)
-        return torch.stack(out)
+        state = self.initial_state(x[0]) if state is None else state
+        return multi_step(partial(mtlif_step, beta=beta, p=self.p), x, state)
 
     def extra_repr(self) -> str:
         kind = "learnable" if isinstance(self.tau_weight, nn.Parameter) else "fixed"
         per = f", per-channel({self.channels})" if self.channels else ""
         return (
-            f"levels={self.levels}, threshold={self.threshold}, "
-            f"surrogate_alpha={self.surrogate_alpha}, tau_m={kind}{per}"
+            f"levels={self.p.levels}, threshold={self.p.threshold}, "
+            f"surrogate_alpha={self.p.surrogate_alpha}, tau_m={kind}{per}"
         )

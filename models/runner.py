@@ -165,7 +165,6 @@ class StepRunner:
         self.model = model.eval().to(device)
         self.device = device
         self.config = model.config
-        self.compiled = compile
         self._step = torch.compile(model.step, dynamic=False) if compile else model.step
         kind = "compiled" if compile else "eager"
         self.description = f"{device.type} {kind}"

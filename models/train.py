@@ -1,6 +1,6 @@
 """Training: one loop on one screen (nanoGPT-style), configured by plain data.
 
-    samples (replay.datasets) --split--> train part  -> random crops (models.data) -> loader
+    samples (replay.datasets) --split--> train part  -> random crops (models.clips) -> loader
                                          val part    -> whole samples, cached       -> loader
     SpikingNet(config) -> AdamW, cosine lr -> per epoch: train, validate, log, checkpoint
 
@@ -29,10 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from models.checkpoint import (
     CheckpointError,
@@ -40,21 +42,14 @@ from models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from models.data import (
-    RandomCropClips,
-    SplitSpec,
-    StreamClipBatch,
-    StreamCropClips,
-    cached_clips,
-    clip_loader,
-    collate_stream_clips,
-    default_split,
-    default_workers,
-    open_events,
-    split_parts,
-)
-from models.evaluate import autocast_for, evaluate, mean_readout
+from models.clip_cache import cached_clips
+from models.clips import RandomCropClips
+from models.evaluate import EvalResult, autocast_for, evaluate, mean_readout
+from models.loaders import clip_loader, default_workers
 from models.networks import ModelConfig, build_network, get_config, plain_lif_baseline
+from models.splits import SplitSpec, default_split, open_events, split_parts
+from models.stream_clips import StreamClipBatch, StreamCropClips, collate_stream_clips
+from replay.datasets.base import EventDataset
 
 
 @dataclass
@@ -74,14 +69,14 @@ class TrainConfig:
     weight_decay: float = 1e-4  # on conv and linear weights only
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     seed: int = 0
-    split: SplitSpec | None = None  # default: data.default_split(dataset)
+    split: SplitSpec | None = None  # default: models.splits.default_split(dataset)
     random_crop: bool = True  # False: train on whole samples (cached)
     crop_us: tuple[int, int] | None = None  # crop length range; default one window
     out: str | None = None  # run folder; default runs/<config>-T<T>-seed<seed>
     resume: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = False  # bf16 autocast on CUDA
-    workers: int | None = None  # loader processes (default: data.default_workers)
+    workers: int | None = None  # loader processes (default: models.loaders.default_workers)
     eval_batch_size: int = 128
     val_every: int = 1  # validate every N epochs and after the last (cheaper k-fold grids)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning); new optimiser
@@ -89,7 +84,7 @@ class TrainConfig:
     stop_after: int | None = None  # end this process after this many epochs (resume goes on)
     # Stream-aware training (opt-in, off by default; docs/training.md "Streaming
     # accuracy"): this share of the random crops is cut as the streaming worker
-    # sees a sample in a replay (models.data.StreamCropClips).
+    # sees a sample in a replay (models.stream_clips.StreamCropClips).
     stream_context: float = 0.0  # share of crops preceded by other samples, at a random phase
     stream_context_us: tuple[int, int] | None = None  # its length range; default (0, one window)
     stream_gap_us: int = 0  # event-free time between samples (a replay's --gap-us)
@@ -276,83 +271,113 @@ def train(tc: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, Any]:
 def _train(
     tc: TrainConfig, device: torch.device, ranks: Distributed, log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """The loop: per epoch, train, validate, log and checkpoint."""
+    run, start_epoch, best = _set_up(tc, device, ranks, log)
+    stop_at = tc.epochs if tc.stop_after is None else min(tc.epochs, start_epoch + tc.stop_after)
+    epoch_times: list[float] = []
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, stop_at):
+        started = time.perf_counter()
+        sums, lr = train_one_epoch(run, epoch)  # summed over ranks: loss, correct, samples
+        train_time = time.perf_counter() - started
+        val = validate(run, epoch)  # None: no validation set, or not due (val_every)
+        epoch_time = time.perf_counter() - started
+        epoch_times.append(epoch_time)
+        improved = best.update(val, epoch + 1, validating=run.data.val_loader is not None)
+        metrics = epoch_metrics(epoch + 1, sums, val, lr, improved, epoch_time, train_time)
+        shown = f"val acc {val.accuracy:.4f} " if val is not None else ""
+        log(
+            f"epoch {epoch + 1}/{tc.epochs}: train loss {metrics['train_loss']:.4f}"
+            f" acc {metrics['train_accuracy']:.4f}, {shown}({epoch_time:.1f} s)"
+            + (" *best*" if improved and val is not None else "")
+        )
+        if ranks.main:
+            save_epoch(run, metrics, best, improved)
+    return {
+        "run_dir": str(run.run_dir),
+        "best_checkpoint": str(run.run_dir / "best.pt"),
+        "last_checkpoint": str(run.run_dir / "last.pt"),
+        "best_val_accuracy": best.accuracy if best.accuracy >= 0 else None,
+        "best_epoch": best.epoch,
+        "epochs_done": stop_at if stop_at > start_epoch else start_epoch,
+        "epochs_this_run": len(epoch_times),
+        "epoch_time_s": epoch_times,
+        "last": metrics,
+    }
+
+
+class Data(NamedTuple):
+    """The samples of a run and their loaders (``val_*`` None without validation)."""
+
+    train_part: EventDataset
+    val_part: EventDataset | None
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+
+
+@dataclass
+class Run:
+    """What the epoch loop works with, set up once by ``_set_up``."""
+
+    tc: TrainConfig
+    config: ModelConfig
+    device: torch.device
+    ranks: Distributed
+    run_dir: Path
+    data: Data
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]  # iteration of the whole run -> learning rate
+
+
+@dataclass
+class Best:
+    """The best epoch so far: the higher validation accuracy; at equal accuracy
+    (common on 100 samples) the lower validation loss, i.e. the more settled model."""
+
+    accuracy: float = -1.0
+    loss: float = math.inf
+    epoch: int = 0
+
+    def update(self, val: EvalResult | None, epoch: int, *, validating: bool) -> bool:
+        """Whether ``epoch`` (counted from 1) is the new best, and if so record it.
+        Without a validation set every epoch is the best; an epoch that skipped
+        validation (``val_every``) never is."""
+        if not validating:
+            improved = True
+        elif val is None:
+            improved = False
+        else:
+            improved = val.accuracy > self.accuracy or (
+                val.accuracy == self.accuracy and val.loss < self.loss
+            )
+        if improved and val is not None:
+            self.accuracy, self.loss = val.accuracy, val.loss
+        if improved:
+            self.epoch = epoch
+        return improved
+
+
+def _set_up(
+    tc: TrainConfig, device: torch.device, ranks: Distributed, log: Callable[[str], None]
+) -> tuple[Run, int, Best]:
+    """Data, model, optimiser and schedule of a run, resumed or initialised as
+    ``tc`` says; returns ``(run, epochs already done, best so far)``."""
     config = tc.model_config()
-    spec = tc.split_spec
     run_dir = tc.run_dir(config)
-    workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))
-    workers = tc.workers if tc.workers is not None else workers
-
-    # ---- data: random crops of the train part, whole val samples from the clip cache
-    dataset = open_events(tc.dataset, tc.root, "train")
-    if len(dataset.class_names) != config.num_classes:
-        raise ValueError(
-            f"config {config.name!r} has {config.num_classes} classes, "
-            f"{tc.dataset} has {len(dataset.class_names)}"
-        )
-    train_part, val_part = split_parts(dataset, spec)
-    cache_kw = dict(cache_dir=tc.cache_dir, workers=workers, log=log)
-    if tc.random_crop and tc.stream_context > 0:
-        train_set = StreamCropClips(
-            train_part,
-            config.compression,
-            tc.crop_us,
-            probability=tc.stream_context,
-            context_us=tc.stream_context_us,
-            gap_us=tc.stream_gap_us,
-            random_phase=tc.stream_phase,
-            seed=tc.seed,
-        )
-    elif tc.random_crop:
-        train_set = RandomCropClips(train_part, config.compression, tc.crop_us, seed=tc.seed)
-    else:
-        train_set = _cached_by_rank0(train_part, config, f"{tc.dataset}-train", ranks, cache_kw)
-    val_set = None
-    if val_part is not None:
-        val_set = _cached_by_rank0(val_part, config, f"{tc.dataset}-val", ranks, cache_kw)
-    pin = device.type == "cuda"
-    train_loader = clip_loader(
-        train_set,
-        batch_size=tc.batch_size,
-        train=True,
-        seed=tc.seed,
-        workers=workers,
-        pin_memory=pin,
-        rank=ranks.rank,
-        world=ranks.world,
-        **({"collate_fn": collate_stream_clips} if tc.stream_training else {}),
-    )
-    val_loader = None
-    if val_set is not None:
-        val_loader = clip_loader(
-            val_set,
-            batch_size=tc.eval_batch_size,
-            train=False,
-            workers=0,
-            pin_memory=pin,
-            rank=ranks.rank,
-            world=ranks.world,
-        )
-    log(
-        f"{tc.dataset}: {len(train_part)} train / {len(val_part) if val_part else 0} val samples;"
-        f" config {config.name} T={config.compression.steps} hop {config.compression.step_us} µs"
-        f" mode {config.compression.mode} K={config.levels}; {device}, world {ranks.world},"
-        f" workers {workers}; run folder {run_dir}"
-    )
-
+    data = _data(tc, config, device, ranks, run_dir, log)
     if tc.amp and device.type != "cuda":
         log("--amp: bf16 autocast is used on CUDA only (slower on these CPUs); training in float32")
 
-    # ---- model, optimiser, resume
     torch.manual_seed(tc.seed)
     model = build_network(config).to(device)
     optimizer = make_optimizer(model, tc)
-    start_epoch, best_accuracy, best_loss, best_epoch = 0, -1.0, math.inf, 0
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    start_epoch, best = 0, Best()
+    last_path = run_dir / "last.pt"
     if tc.resume and last_path.is_file():
-        start_epoch, best_accuracy, best_loss, best_epoch = _resume(
-            last_path, tc, config, model, optimizer
-        )
-        log(f"resumed from {last_path}: {start_epoch} epochs done, best val {best_accuracy:.4f}")
+        start_epoch, best = _resume(last_path, tc, config, model, optimizer)
+        log(f"resumed from {last_path}: {start_epoch} epochs done, best val {best.accuracy:.4f}")
     elif tc.resume:
         log(f"nothing to resume in {run_dir}: starting afresh")
     if tc.init and start_epoch == 0:
@@ -362,123 +387,190 @@ def _train(
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if pin else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=device_ids)
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_info = {"train": tc.to_dict(), "model": config.to_dict()}
         (run_dir / "run.json").write_text(json.dumps(run_info, indent=1))
 
-    iterations_per_epoch = len(train_loader)
-    iterations = tc.epochs * iterations_per_epoch
-    warmup = max(1, int(tc.warmup_epochs * iterations_per_epoch))
-    epoch_times: list[float] = []
-    last_metrics: dict[str, Any] = {}
-    stop_at = tc.epochs if tc.stop_after is None else min(tc.epochs, start_epoch + tc.stop_after)
-    for epoch in range(start_epoch, stop_at):
-        # ---- train one epoch
-        started = time.perf_counter()
-        train_loader.sampler.set_epoch(epoch)
-        torch.manual_seed(tc.seed * 1_000_003 + epoch * 7_919 + ranks.rank)  # dropout
-        net.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, samples
-        progress = Progress(iterations_per_epoch, f"epoch {epoch + 1}/{tc.epochs}", ranks.main)
-        for i, batch in enumerate(train_loader):
-            lr = cosine_lr(tc, epoch * iterations_per_epoch + i, iterations, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = batch.to(device, non_blocking=True)
-            with autocast_for(device, tc.amp):
-                logits = net(batch.clips)
-            if isinstance(batch, StreamClipBatch):
-                clip_logits, loss = stream_loss(logits, batch, tc.stream_loss)
-            else:
-                clip_logits = mean_readout(logits, batch.steps)
-                loss = F.cross_entropy(clip_logits, batch.labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            n = len(batch.labels)
-            correct = (clip_logits.argmax(1) == batch.labels).sum()
-            sums += torch.stack([loss.detach().double() * n, correct.double(), torch.tensor(n)])
-            if ranks.main and (i % 10 == 0 or i + 1 == iterations_per_epoch):
-                progress.update(i + 1, loss=float(sums[0] / sums[2]), lr=lr)
-        if ranks.world > 1:
-            import torch.distributed as dist
+    per_epoch = len(data.train_loader)
+    lr_at = functools.partial(
+        cosine_lr,
+        tc,
+        iterations=tc.epochs * per_epoch,
+        warmup=max(1, int(tc.warmup_epochs * per_epoch)),
+    )
+    run = Run(tc, config, device, ranks, run_dir, data, model, net, optimizer, lr_at)
+    return run, start_epoch, best
 
-            dist.all_reduce(sums)
-        train_time = time.perf_counter() - started
 
-        # ---- validate, log, checkpoint
-        val = None
-        due = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
-        if val_loader is not None and due:
-            val = evaluate(
-                model,
-                val_loader,
-                config.num_classes,
-                device=device,
-                amp=tc.amp,
-                distributed=ranks.world > 1,
-            )
-        epoch_time = time.perf_counter() - started
-        epoch_times.append(epoch_time)
-        loss_sum, correct_sum, seen = (float(v) for v in sums)
-        val_accuracy = val.accuracy if val is not None else None
-        # Best: higher validation accuracy; at equal accuracy (common on 100
-        # samples) the lower validation loss, i.e. the more settled model.
-        # Without a validation set every epoch is the best; an epoch that skipped
-        # validation (val_every) never is.
-        improved = val_loader is None or (
-            val is not None
-            and (
-                val_accuracy > best_accuracy
-                or (val_accuracy == best_accuracy and val.loss < best_loss)
-            )
+def _data(
+    tc: TrainConfig,
+    config: ModelConfig,
+    device: torch.device,
+    ranks: Distributed,
+    run_dir: Path,
+    log: Callable[[str], None],
+) -> Data:
+    """Random crops of the train part (or its whole samples, cached), whole val
+    samples from the clip cache, and their loaders; logs what the run trains on."""
+    workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)))
+    workers = tc.workers if tc.workers is not None else workers
+    dataset = open_events(tc.dataset, tc.root, "train")
+    if len(dataset.class_names) != config.num_classes:
+        raise ValueError(
+            f"config {config.name!r} has {config.num_classes} classes, "
+            f"{tc.dataset} has {len(dataset.class_names)}"
         )
-        if improved and val is not None:
-            best_accuracy, best_loss = val_accuracy, val.loss
-        if improved:
-            best_epoch = epoch + 1
-        last_metrics = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct_sum / max(seen, 1),
-            "val_loss": val.loss if val is not None else None,
-            "val_accuracy": val_accuracy,
-            "epoch_time_s": epoch_time,
-            "train_time_s": train_time,
-            "train_samples_per_s": seen / train_time if train_time > 0 else None,
-            "lr": lr,
-            "best": improved,
-        }
-        shown = f"val acc {val_accuracy:.4f} " if val_accuracy is not None else ""
-        log(
-            f"epoch {epoch + 1}/{tc.epochs}: train loss {last_metrics['train_loss']:.4f}"
-            f" acc {last_metrics['train_accuracy']:.4f}, {shown}({epoch_time:.1f} s)"
-            + (" *best*" if improved and val is not None else "")
+    train_part, val_part = split_parts(dataset, tc.split_spec)
+    cache_kw = dict(cache_dir=tc.cache_dir, workers=workers, log=log)
+    train_set = _training_clips(tc, config, train_part, ranks, cache_kw)
+    val_set = None
+    if val_part is not None:
+        val_set = _cached_by_rank0(val_part, config, f"{tc.dataset}-val", ranks, cache_kw)
+    shard = dict(pin_memory=device.type == "cuda", rank=ranks.rank, world=ranks.world)
+    collate = {"collate_fn": collate_stream_clips} if tc.stream_training else {}
+    train_loader = clip_loader(
+        train_set,
+        batch_size=tc.batch_size,
+        train=True,
+        seed=tc.seed,
+        workers=workers,
+        **shard,
+        **collate,
+    )
+    val_loader = None
+    if val_set is not None:
+        val_loader = clip_loader(
+            val_set, batch_size=tc.eval_batch_size, train=False, workers=0, **shard
         )
-        if ranks.main:
-            best = (best_accuracy, best_loss, best_epoch)
-            extra = _extra(tc, epoch + 1, last_metrics, best, train_part, val_part)
-            last_extra = {**extra, "kind": "last", "optimizer": optimizer.state_dict()}
-            save_checkpoint(last_path, model, config, extra=last_extra)
-            if improved:
-                save_checkpoint(best_path, model, config, extra={**extra, "kind": "best"})
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(last_metrics) + "\n")
+    log(
+        f"{tc.dataset}: {len(train_part)} train / {len(val_part) if val_part else 0} val samples;"
+        f" config {config.name} T={config.compression.steps} hop {config.compression.step_us} µs"
+        f" mode {config.compression.mode} K={config.levels}; {device}, world {ranks.world},"
+        f" workers {workers}; run folder {run_dir}"
+    )
+    return Data(train_part, val_part, train_loader, val_loader)
+
+
+def _training_clips(
+    tc: TrainConfig,
+    config: ModelConfig,
+    train_part: EventDataset,
+    ranks: Distributed,
+    cache_kw: dict[str, Any],
+) -> Dataset:
+    """Stream-aware crops (``stream_context`` > 0), random crops, or (``random_crop``
+    off) the whole samples from the clip cache."""
+    if tc.random_crop and tc.stream_context > 0:
+        return StreamCropClips(
+            train_part,
+            config.compression,
+            tc.crop_us,
+            probability=tc.stream_context,
+            context_us=tc.stream_context_us,
+            gap_us=tc.stream_gap_us,
+            random_phase=tc.stream_phase,
+            seed=tc.seed,
+        )
+    if tc.random_crop:
+        return RandomCropClips(train_part, config.compression, tc.crop_us, seed=tc.seed)
+    return _cached_by_rank0(train_part, config, f"{tc.dataset}-train", ranks, cache_kw)
+
+
+def train_one_epoch(run: Run, epoch: int) -> tuple[torch.Tensor, float]:
+    """One pass over the training loader (``epoch`` counted from 0); returns the
+    ``[loss sum, correct, samples]`` of its clips, summed over ranks, and the last lr."""
+    tc, device, loader, optimizer = run.tc, run.device, run.data.train_loader, run.optimizer
+    per_epoch = len(loader)
+    loader.sampler.set_epoch(epoch)
+    torch.manual_seed(tc.seed * 1_000_003 + epoch * 7_919 + run.ranks.rank)  # dropout
+    run.net.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, samples
+    progress = Progress(per_epoch, f"epoch {epoch + 1}/{tc.epochs}", run.ranks.main)
+    for i, batch in enumerate(loader):
+        lr = run.lr_at(epoch * per_epoch + i)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = batch.to(device, non_blocking=True)
+        with autocast_for(device, tc.amp):
+            logits = run.net(batch.clips)
+        if isinstance(batch, StreamClipBatch):
+            clip_logits, loss = stream_loss(logits, batch, tc.stream_loss)
+        else:
+            clip_logits = mean_readout(logits, batch.steps)
+            loss = F.cross_entropy(clip_logits, batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+        optimizer.step()
+        n = len(batch.labels)
+        correct = (clip_logits.argmax(1) == batch.labels).sum()
+        sums += torch.stack([loss.detach().double() * n, correct.double(), torch.tensor(n)])
+        if run.ranks.main and (i % 10 == 0 or i + 1 == per_epoch):
+            progress.update(i + 1, loss=float(sums[0] / sums[2]), lr=lr)
+    if run.ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(sums)
+    return sums, lr
+
+
+def validate(run: Run, epoch: int) -> EvalResult | None:
+    """The validation counts after ``epoch`` (counted from 0); None without a
+    validation set or when ``val_every`` skips this epoch (the last one never is)."""
+    tc = run.tc
+    due = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
+    if run.data.val_loader is None or not due:
+        return None
+    return evaluate(
+        run.model,
+        run.data.val_loader,
+        run.config.num_classes,
+        device=run.device,
+        amp=tc.amp,
+        distributed=run.ranks.world > 1,
+    )
+
+
+def epoch_metrics(
+    epoch: int,
+    sums: torch.Tensor,
+    val: EvalResult | None,
+    lr: float,
+    improved: bool,
+    epoch_time: float,
+    train_time: float,
+) -> dict[str, Any]:
+    """One line of ``metrics.jsonl`` (``epoch`` counted from 1)."""
+    loss_sum, correct_sum, seen = (float(v) for v in sums)
     return {
-        "run_dir": str(run_dir),
-        "best_checkpoint": str(best_path),
-        "last_checkpoint": str(last_path),
-        "best_val_accuracy": best_accuracy if best_accuracy >= 0 else None,
-        "best_epoch": best_epoch,
-        "epochs_done": stop_at if stop_at > start_epoch else start_epoch,
-        "epochs_this_run": len(epoch_times),
-        "epoch_time_s": epoch_times,
-        "last": last_metrics,
+        "epoch": epoch,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct_sum / max(seen, 1),
+        "val_loss": val.loss if val is not None else None,
+        "val_accuracy": val.accuracy if val is not None else None,
+        "epoch_time_s": epoch_time,
+        "train_time_s": train_time,
+        "train_samples_per_s": seen / train_time if train_time > 0 else None,
+        "lr": lr,
+        "best": improved,
     }
+
+
+def save_epoch(run: Run, metrics: dict[str, Any], best: Best, improved: bool) -> None:
+    """``last.pt`` (with the optimiser state), ``best.pt`` when ``improved``, and
+    the epoch's line in ``metrics.jsonl``."""
+    extra = _extra(run.tc, metrics["epoch"], metrics, best, run.data)
+    last_extra = {**extra, "kind": "last", "optimizer": run.optimizer.state_dict()}
+    save_checkpoint(run.run_dir / "last.pt", run.model, run.config, extra=last_extra)
+    if improved:
+        best_extra = {**extra, "kind": "best"}
+        save_checkpoint(run.run_dir / "best.pt", run.model, run.config, extra=best_extra)
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
 
 
 def scored_readout(logits: torch.Tensor, first: torch.Tensor, steps: torch.Tensor):
@@ -534,9 +626,10 @@ def _cached_by_rank0(samples, config: ModelConfig, name: str, ranks: Distributed
     return clips
 
 
-def _extra(tc, epochs_done, metrics, best, train_part, val_part) -> dict:
+def _extra(
+    tc: TrainConfig, epochs_done: int, metrics: dict[str, Any], best: Best, data: Data
+) -> dict[str, Any]:
     """Training metadata kept in every checkpoint (plain data only)."""
-    best_accuracy, best_loss, best_epoch = best
     return {
         "dataset": tc.dataset,
         "root": str(tc.root),
@@ -546,15 +639,15 @@ def _extra(tc, epochs_done, metrics, best, train_part, val_part) -> dict:
         "split": tc.split_spec.to_dict(),
         "crop_us": list(tc.crop_us) if tc.crop_us else None,
         "random_crop": tc.random_crop,
-        "train_samples": len(train_part),
-        "val_samples": len(val_part) if val_part is not None else 0,
+        "train_samples": len(data.train_part),
+        "val_samples": len(data.val_part) if data.val_part is not None else 0,
         "val_accuracy": metrics["val_accuracy"],
         "val_loss": metrics["val_loss"],
         "train_accuracy": metrics["train_accuracy"],
         "train_loss": metrics["train_loss"],
-        "best_val_accuracy": best_accuracy if best_accuracy >= 0 else None,
-        "best_val_loss": best_loss if math.isfinite(best_loss) else None,
-        "best_epoch": best_epoch,
+        "best_val_accuracy": best.accuracy if best.accuracy >= 0 else None,
+        "best_val_loss": best.loss if math.isfinite(best.loss) else None,
+        "best_epoch": best.epoch,
         "val_clips": "whole",
         **({"stream_training": tc.stream_training} if tc.stream_training else {}),
         **({"init_sha256": _sha256(tc.init)} if tc.init else {}),
@@ -569,8 +662,11 @@ def _sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _resume(path: Path, tc: TrainConfig, config: ModelConfig, model, optimizer) -> tuple:
-    """Load ``last.pt`` into ``model`` and ``optimizer``; refuse a different setup."""
+def _resume(
+    path: Path, tc: TrainConfig, config: ModelConfig, model: nn.Module, optimizer
+) -> tuple[int, Best]:
+    """Load ``last.pt`` into ``model`` and ``optimizer``; refuse a different setup.
+    Returns ``(epochs done, best so far)``."""
     saved, _, extra = load_checkpoint(path, map_location="cpu", expected_config=config)
     before = dict(extra.get("train_config") or {})
     now = tc.to_dict()
@@ -584,11 +680,10 @@ def _resume(path: Path, tc: TrainConfig, config: ModelConfig, model, optimizer) 
     model.load_state_dict(saved.state_dict())
     if "optimizer" in extra:
         optimizer.load_state_dict(extra["optimizer"])
-    best = extra.get("best_val_accuracy")
-    best_loss = extra.get("best_val_loss")
-    return (
-        int(extra["epoch"]),
-        -1.0 if best is None else float(best),
-        math.inf if best_loss is None else float(best_loss),
+    accuracy, loss = extra.get("best_val_accuracy"), extra.get("best_val_loss")
+    best = Best(
+        -1.0 if accuracy is None else float(accuracy),
+        math.inf if loss is None else float(loss),
         int(extra.get("best_epoch", 0)),
     )
+    return int(extra["epoch"]), best

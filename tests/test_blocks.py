@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.blocks import SynapticConvBlock
-from models.neurons import MTLIFState, mtlif_step
+from models.neurons import MTLIFParameters, MTLIFState, mtlif_step
 
 
 def _trained_bn_block(**kw) -> SynapticConvBlock:
@@ -26,7 +26,7 @@ def _trained_bn_block(**kw) -> SynapticConvBlock:
         {},
         {"synaptic_filter": False},
         {"per_channel_tau": True},
-        {"pool": "avg", "levels": 1, "learnable_tau": False},
+        {"pool": "avg", "neuron_parameters": MTLIFParameters(levels=1, learnable_tau=False)},
         {"pool": None},
     ],
 )
@@ -37,17 +37,24 @@ def test_multi_step_equals_single_step_in_eval(kw):
             block.lambda_weight.copy_(torch.linspace(-2, 2, 8))
     x = torch.rand(5, 3, 2, 11, 11, dtype=torch.float64) * 4
     with torch.no_grad():
-        multi = block(x)
+        multi, last = block(x)
         state = block.initial_state(3, 11, 11, dtype=torch.float64)
         for t in range(5):
             out, state = block.step(x[t], state)
             torch.testing.assert_close(out, multi[t], rtol=0, atol=1e-12)
+        # The multi-step driver with state: the clip in two chunks is the clip.
+        first, chunked = block(x[:2])
+        second, chunked = block(x[2:], chunked)
+    torch.testing.assert_close(torch.cat([first, second]), multi, rtol=0, atol=1e-12)
+    for final in (last, chunked):
+        torch.testing.assert_close(final.synaptic, state.synaptic, rtol=0, atol=1e-12)
+        torch.testing.assert_close(final.neuron.u, state.neuron.u, rtol=0, atol=1e-12)
     assert multi.abs().sum() > 0  # the comparison saw spikes
 
 
 def test_output_shape_floors_odd_sizes():
     block = SynapticConvBlock(2, 4)
-    assert block(torch.rand(2, 3, 2, 17, 17)).shape == (2, 3, 4, 8, 8)
+    assert block(torch.rand(2, 3, 2, 17, 17))[0].shape == (2, 3, 4, 8, 8)
 
 
 def test_bn_statistics_are_shared_over_steps():
@@ -69,13 +76,13 @@ def test_synaptic_filter_follows_its_recursion():
     lam = torch.sigmoid(block.lambda_weight).view(-1, 1, 1)
     x = torch.rand(4, 1, 2, 5, 5) * 3
     with torch.no_grad():
-        out = block(x)
+        out, _ = block(x)
         z = block.bn(block.conv(x.flatten(0, 1))).unflatten(0, (4, 1))
         c = torch.zeros_like(z[0])
         state = MTLIFState(torch.zeros_like(z[0]))
         for t in range(4):
             c = lam * c + (1 - lam) * z[t]
-            s, state = mtlif_step(c, state, beta=0.5, threshold=1.0, levels=4, surrogate_alpha=4.0)
+            s, state = mtlif_step(c, state, 0.5, MTLIFParameters())
             torch.testing.assert_close(out[t], s)
 
 
@@ -87,14 +94,14 @@ def test_lambda_zero_switch_equals_filter_at_lambda_zero():
     filtered.load_state_dict({**plain.state_dict(), "lambda_weight": torch.full((4,), -1e4)})
     x = torch.rand(3, 2, 2, 8, 8) * 4
     with torch.no_grad():
-        torch.testing.assert_close(plain(x), filtered(x))
+        torch.testing.assert_close(plain(x)[0], filtered(x)[0])
 
 
 def test_gradients_reach_conv_lambda_and_tau():
     torch.manual_seed(4)
     block = SynapticConvBlock(2, 4, per_channel_tau=True)
     x = torch.rand(3, 2, 2, 8, 8) * 4
-    block(x).sum().backward()
+    block(x)[0].sum().backward()
     for name, param in block.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name

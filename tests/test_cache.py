@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 
 from core.events import EVENT_DTYPE, SensorSize, make_events
-from replay.datasets.cache import (
+from replay.cache_files import (
     ABANDONED_TEMPORARY_S,
+    CorruptCache,
+    SourceStamp,
+    default_cache_dir,
+    read_or_build,
+    source_stamps,
+    written_atomically,
+)
+from replay.datasets.cache import (
     CACHE_FORMAT_VERSION,
     CacheStats,
-    CorruptCache,
     DecodedSegments,
-    SourceStamp,
     cache_file_for,
-    default_cache_dir,
     load_or_build,
     read_segment_cache,
     write_segment_cache,
@@ -203,7 +208,8 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 WRITER = """
 import sys
 import numpy as np
-from replay.datasets.cache import SourceStamp, write_segment_cache
+from replay.cache_files import SourceStamp
+from replay.datasets.cache import write_segment_cache
 from core.events import SensorSize, make_events
 n = 2_000_000
 events = make_events(np.arange(n), np.arange(n) % 128, np.arange(n) % 128, np.arange(n) % 2)
@@ -237,3 +243,74 @@ def test_a_killed_writer_leaves_a_valid_file_or_none(tmp_path):
         os.utime(leftover, (old, old))
     write_segment_cache(path, [SourceStamp("/recording", 1, 2)], SENSOR, [], [], [], [])
     assert not list(tmp_path.glob(".c.segments.*.tmp"))
+
+
+def test_source_stamps_name_each_file_once(tmp_path, source):
+    other = tmp_path / "labels.csv"
+    other.write_text("class,start,end")
+    stamps = source_stamps([source, other, source])
+    assert stamps == [SourceStamp.of(source), SourceStamp.of(other)]
+    assert stamps[0].path == str(source.resolve()) and stamps[0].size == source.stat().st_size
+
+
+def test_an_entry_written_atomically_appears_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "entry"
+    with pytest.raises(RuntimeError), written_atomically(path, folder=True) as temporary:
+        (temporary / "half.bin").write_bytes(b"x")
+        raise RuntimeError("the writer dies")
+    assert not path.exists() and not list(tmp_path.glob(".*.tmp"))
+    with written_atomically(path, folder=True) as temporary:
+        (temporary / "data.bin").write_bytes(b"first")
+    # A second writer of the same folder loses to the first (same name, as good).
+    with written_atomically(path, folder=True) as temporary:
+        (temporary / "data.bin").write_bytes(b"second")
+    assert (path / "data.bin").read_bytes() == b"first"
+    # A file is replaced.
+    with written_atomically(tmp_path / "file") as temporary:
+        temporary.write_bytes(b"old")
+    with written_atomically(tmp_path / "file") as temporary:
+        temporary.write_bytes(b"new")
+    assert (tmp_path / "file").read_bytes() == b"new"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_abandoned_temporary_folder_is_removed_only_once_old(tmp_path):
+    path = tmp_path / "entry"
+    abandoned = tmp_path / ".entry.123.abcd.tmp"
+    abandoned.mkdir()
+    (abandoned / "clips.f32").write_bytes(b"being written")
+    with written_atomically(path, folder=True):
+        pass
+    assert abandoned.exists()  # its file was touched just now: a live writer's
+    old = time.time() - ABANDONED_TEMPORARY_S - 60
+    for stale in (abandoned / "clips.f32", abandoned):
+        os.utime(stale, (old, old))
+    with written_atomically(tmp_path / "entry2", folder=True):
+        pass
+    assert abandoned.exists()  # another entry's writes leave it alone
+    with written_atomically(path, folder=True):
+        pass
+    assert not abandoned.exists()
+
+
+def test_read_or_build_reads_a_fresh_entry_and_says_why_it_built(tmp_path):
+    built = []
+
+    def read(path):
+        text = path.read_text()
+        if text != "fresh":
+            raise CorruptCache(f"stale: {path}: {text}")
+        return text
+
+    def build(path):
+        built.append(path)
+        path.write_text("fresh")
+        return "fresh"
+
+    path = tmp_path / "entry"
+    assert read_or_build(path, read, build) == ("fresh", f"missing: {path}")
+    assert read_or_build(path, read, build) == ("fresh", None)
+    path.write_text("old")
+    assert read_or_build(path, read, build) == ("fresh", f"stale: {path}: old")
+    assert read_or_build(path, read, build, rebuild_reason="told to") == ("fresh", "told to")
+    assert len(built) == 3

@@ -1,4 +1,5 @@
-"""Clips for training and evaluation (models/data.py) on real N-MNIST samples."""
+"""Clips for training and evaluation (models/clips.py, clip_cache.py, splits.py, loaders.py)
+on real N-MNIST samples."""
 
 from __future__ import annotations
 
@@ -10,24 +11,19 @@ import torch
 from conftest import shared_path
 
 from core.compress import StreamingCompressor
-from models.data import (
-    ClipCache,
-    EpochSampler,
+from models.clip_cache import ClipCache, cached_clips
+from models.clips import (
     RandomCropClips,
-    SplitSpec,
-    cached_clips,
-    clip_loader,
     collate_clips,
     compress_span,
-    open_part,
     parse_crop_us,
     plan_clips,
     random_crop,
-    split_parts,
-    stratified_subset,
 )
 from models.evaluate import mean_readout
+from models.loaders import EpochSampler, clip_loader
 from models.networks import build_network, get_config
+from models.splits import SplitSpec, open_part, split_parts, stratified_subset
 from replay.datasets import open_dataset
 from replay.datasets.base import Subset
 
@@ -144,7 +140,7 @@ def test_clip_cache_is_reused_and_keyed_by_config(few, tmp_path):
 
 
 def test_clip_cache_notices_a_changed_file(tmp_path):
-    from replay.testdata import write_nmnist_folder
+    from tests.synthetic_datasets import write_nmnist_folder
 
     write_nmnist_folder(tmp_path / "data", splits=("Train",), per_class=1)
     data = open_dataset("nmnist", tmp_path / "data", "train")
@@ -154,6 +150,16 @@ def test_clip_cache_notices_a_changed_file(tmp_path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     again, hit = ClipCache.open(data, NMNIST, "whole", cache_dir=tmp_path / "cache")
     assert not hit and again.path != first.path
+
+
+def test_a_damaged_clip_cache_entry_is_rebuilt(few, tmp_path):
+    first, _ = ClipCache.open(few, NMNIST, "whole", name="nmnist-few", cache_dir=tmp_path)
+    clips = np.array(first.clips)
+    (first.path / "index.npy").write_bytes(b"\x93NUMPY truncated by a crash")
+    again, hit = ClipCache.open(few, NMNIST, "whole", name="nmnist-few", cache_dir=tmp_path)
+    assert not hit and again.path == first.path
+    np.testing.assert_array_equal(again.clips, clips)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_padding_after_a_clip_does_not_change_its_readout(few, tmp_path):

@@ -13,9 +13,11 @@ from replay.datasets.cache import (
     write_segment_cache,
 )
 from replay.datasets.dvsgesture import CACHE_NAMESPACE
-from replay.formats.aedat3 import read_aedat3, write_aedat3
-from replay.formats.gesture_labels import LabelSegment, read_gesture_labels, write_gesture_labels
-from replay.testdata import moving_blob_events, write_dvsgesture_folder
+from replay.formats.aedat3 import read_aedat3
+from replay.formats.aedat3_writer import write_aedat3
+from replay.formats.gesture_labels import read_gesture_labels
+from replay.formats.gesture_labels_writer import write_gesture_labels
+from tests.synthetic_datasets import moving_blob_events, write_dvsgesture_folder
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def test_loads_labelled_segments_with_their_events(folder, tmp_path, split):
     assert len(dataset) == len(expected) == 6
     assert dataset.sensor == SensorSize(128, 128)
     assert len(dataset.class_names) == 11
-    np.testing.assert_array_equal(dataset.labels, [s.class_id - 1 for s in expected])
+    np.testing.assert_array_equal(dataset.labels, [s.label for s in expected])
     for i, want in enumerate(expected):
         sample = dataset[i]
         assert sample.events.dtype == EVENT_DTYPE
@@ -43,7 +45,7 @@ def test_loads_labelled_segments_with_their_events(folder, tmp_path, split):
         assert (sample.start_us, sample.end_us) == (want.start_us, want.end_us)
         t = sample.events["timestamp"]
         assert t[0] == want.start_us and t[-1] < want.end_us and np.all(np.diff(t) >= 0)
-        assert sample.label == want.class_id - 1
+        assert sample.label == want.label
         assert "segment" in sample.source and ".aedat" in sample.source
     users = {2} if split == "test" else {1}
     assert {int(s.path.name[4:6]) for s in dataset.sources} == users
@@ -114,7 +116,7 @@ def test_cache_is_rebuilt_when_the_labels_change(folder, tmp_path):
     labels = folder.root / "user01_fluorescent_labels.csv"
     rows = read_gesture_labels(labels)
     middle = (rows[0].start_us + rows[0].end_us) // 2
-    rows[0] = LabelSegment(rows[0].class_id, rows[0].start_us, middle)
+    rows[0] = rows[0]._replace(end_us=middle)
     write_gesture_labels(labels, rows)
 
     after = DVSGesture(folder.root, "train", cache_dir=cache_dir)
@@ -138,7 +140,7 @@ def test_cache_of_another_version_is_rebuilt(folder, tmp_path):
         dataset.sensor,
         [s.start_us for s in rows],
         [s.end_us for s in rows],
-        [s.class_id - 1 for s in rows],
+        [s.label for s in rows],
         [fake] * len(rows),
         version=CACHE_FORMAT_VERSION + 1,
     )

@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from conftest import shared_path
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.data import SplitSpec, cached_clips, clip_loader, open_events
+from models.clip_cache import cached_clips
 from models.default_checkpoints import CHECKPOINT_DIR
 from models.evaluate import mean_readout
+from models.loaders import clip_loader
 from models.networks import build_network
+from models.splits import SplitSpec, open_events
 from models.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ import torch
 from conftest import shared_path
 
 from models.checkpoint import load_checkpoint
-from models.data import SplitSpec
 from models.default_checkpoints import DEFAULT_CHECKPOINTS, default_checkpoint
 from models.evaluate import evaluate_checkpoint, mean_readout
+from models.splits import SplitSpec
 from models.train import TrainConfig, train
 from stcsnn.cli import main
 
@@ -100,7 +100,7 @@ def test_eval_windows_and_refusals(checkpoint, tmp_path, capsys):
     )
     assert result["samples"] == 10 and result["clip"] == "windows"
 
-    from replay.testdata import write_nmnist_folder
+    from tests.synthetic_datasets import write_nmnist_folder
 
     write_nmnist_folder(tmp_path / "train_only", splits=("Train",), per_class=1)
     args = ["eval", "--dataset", "nmnist", "--root", str(tmp_path / "train_only")]

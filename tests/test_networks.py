@@ -148,6 +148,10 @@ def test_training_step_gives_finite_gradients_everywhere():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
 
 
-def test_stream_ema_decay_in_range():
-    for config in CONFIGS.values():
-        assert 0.0 < config.stream_ema_decay < 1.0
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_neuron_layer_gets_the_configs_neuron_settings(name):
+    config = CONFIGS[name].with_changes(levels=2, threshold=0.5, surrogate_alpha=3.0)
+    net = build_network(config)
+    neurons = [block.neuron for block in net.blocks] + [net.hidden_neuron]
+    assert [neuron.p for neuron in neurons] == [config.neuron_parameters] * len(neurons)
+    assert config.neuron_parameters.levels == 2 and config.neuron_parameters.threshold == 0.5

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.neurons import MTLIF, MTLIFState, beta_from_tau, graded_spikes, mtlif_step
+from models.neurons import (
+    MTLIF,
+    MTLIFParameters,
+    MTLIFState,
+    beta_from_tau,
+    graded_spikes,
+    mtlif_step,
+)
 
 
 @pytest.mark.parametrize("threshold", [1.0, 0.5, 1.3])
@@ -14,18 +21,14 @@ from models.neurons import MTLIF, MTLIFState, beta_from_tau, graded_spikes, mtli
 def test_spikes_equal_floor_clipped_on_a_grid(threshold, levels):
     u = np.round(np.arange(-3.0, 8.0, 0.01), 2)  # includes every multiple of 0.5 exactly
     expected = np.clip(np.floor(u / threshold), 0, levels)
-    got = graded_spikes(
-        torch.tensor(u), threshold=threshold, levels=levels, surrogate_alpha=4.0
-    ).numpy()
+    got = graded_spikes(torch.tensor(u), MTLIFParameters(levels, threshold)).numpy()
     np.testing.assert_array_equal(got, expected)
 
 
 def test_step_integrates_then_soft_resets():
     u_prev = torch.tensor([0.0, 0.4, 2.0, -1.0, 3.0])
     current = torch.tensor([0.5, 0.9, 3.3, 0.2, 9.0])
-    spikes, state = mtlif_step(
-        current, MTLIFState(u_prev), beta=0.5, threshold=1.0, levels=4, surrogate_alpha=4.0
-    )
+    spikes, state = mtlif_step(current, MTLIFState(u_prev), 0.5, MTLIFParameters(levels=4))
     u = 0.5 * u_prev + current  # [0.5, 1.1, 4.3, -0.3, 10.5]
     np.testing.assert_array_equal(spikes.numpy(), [0, 1, 4, 0, 4])
     torch.testing.assert_close(state.u, u - spikes)  # above K*theta the excess stays
@@ -37,7 +40,7 @@ def test_surrogate_gradient_is_finite_and_peaks_at_each_threshold():
         [k * threshold + d for k in range(1, levels + 1) for d in (-0.1, 0.0, 0.1)] + [-10.0, 20.0],
         requires_grad=True,
     )
-    graded_spikes(u, threshold=threshold, levels=levels, surrogate_alpha=alpha).sum().backward()
+    graded_spikes(u, MTLIFParameters(levels, threshold, alpha)).sum().backward()
     grad = u.grad
     assert torch.isfinite(grad).all()
     near = grad[:-2]
@@ -52,24 +55,17 @@ def test_surrogate_gradient_is_finite_and_peaks_at_each_threshold():
 
 def test_reset_path_is_detached():
     current = torch.tensor([2.5, 0.3], requires_grad=True)
-    _, state = mtlif_step(
-        current,
-        MTLIFState(torch.zeros(2)),
-        beta=0.5,
-        threshold=1.0,
-        levels=4,
-        surrogate_alpha=4.0,
-    )
+    _, state = mtlif_step(current, MTLIFState(torch.zeros(2)), 0.5, MTLIFParameters())
     state.u.sum().backward()
     torch.testing.assert_close(current.grad, torch.ones(2))  # no gradient through -theta*s
 
 
 def test_plain_lif_is_k1_with_fixed_tau():
     torch.manual_seed(0)
-    lif = MTLIF(levels=1, learnable_tau=False)
+    lif = MTLIF(MTLIFParameters(levels=1, learnable_tau=False))
     assert list(lif.parameters()) == []
     x = torch.randn(6, 3, 5) * 2
-    out = lif(x)
+    out, _ = lif(x)
     u = torch.zeros(3, 5)
     for t in range(6):
         u = 0.5 * u + x[t]
@@ -82,13 +78,13 @@ def test_plain_lif_is_k1_with_fixed_tau():
 @pytest.mark.parametrize("target_rate", [0.0, 3.0])
 def test_learnable_tau_stays_in_range_after_training(channels, target_rate):
     torch.manual_seed(1)
-    lif = MTLIF(levels=4, channels=channels)
+    lif = MTLIF(channels=channels)
     w0 = lif.tau_weight.detach().clone()
     optimiser = torch.optim.Adam(lif.parameters(), lr=0.1)
     x = torch.rand(4, 8, 4, 3, 3) * 0.8
     for _ in range(100):
         optimiser.zero_grad()
-        loss = (lif(x).mean() - target_rate) ** 2
+        loss = (lif(x)[0].mean() - target_rate) ** 2
         loss.backward()
         optimiser.step()
     beta = lif.beta.detach()
@@ -101,33 +97,50 @@ def test_initial_tau_and_beta():
     lif = MTLIF()
     assert lif.beta.item() == pytest.approx(0.5)
     assert lif.tau_m.item() == pytest.approx(2.0)
-    assert MTLIF(tau_m_init=4.0).beta.item() == pytest.approx(0.75)
+    assert MTLIF(MTLIFParameters(tau_m_init=4.0)).beta.item() == pytest.approx(0.75)
     with pytest.raises(ValueError, match="tau_m must be > 1"):
         beta_from_tau(1.0)
+    with pytest.raises(ValueError, match="tau_m must be > 1"):
+        MTLIFParameters(tau_m_init=1.0)
     with pytest.raises(ValueError, match="levels"):
-        MTLIF(levels=0)
+        MTLIFParameters(levels=0)
+    with pytest.raises(ValueError, match="threshold"):
+        MTLIFParameters(threshold=0.0)
 
 
 @pytest.mark.parametrize("shape,channels", [((5, 2, 4, 6, 6), None), ((5, 2, 4, 6, 6), 4)])
 def test_multi_step_equals_single_step(shape, channels):
     torch.manual_seed(2)
-    lif = MTLIF(levels=4, channels=channels)
+    lif = MTLIF(channels=channels)
     if channels:
         with torch.no_grad():
             lif.tau_weight.copy_(torch.linspace(-2, 2, channels))
     x = torch.randn(shape, dtype=torch.float64) * 2
     lif.double()
-    multi = lif(x)
+    multi, last = lif(x)
     state = lif.initial_state(x[0])
     for t in range(shape[0]):
         s, state = lif.step(x[t], state)
         torch.testing.assert_close(s, multi[t], rtol=0, atol=0)
+    torch.testing.assert_close(last.u, state.u, rtol=0, atol=0)
+    assert multi.abs().sum() > 0  # the comparison saw spikes
+
+
+def test_a_clip_fed_in_chunks_equals_the_whole_clip():
+    torch.manual_seed(3)
+    lif = MTLIF()
+    x = torch.randn(7, 2, 5) * 3
+    whole, whole_state = lif(x)
+    first, state = lif(x[:3])
+    second, state = lif(x[3:], state)
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=0)
+    torch.testing.assert_close(state.u, whole_state.u, rtol=0, atol=0)
 
 
 def test_hidden_layer_shape_runs_both_ways():
     lif = MTLIF()
     x = torch.randn(3, 2, 7) * 3
-    multi = lif(x)
+    multi, _ = lif(x)
     state = lif.initial_state(x[0])
     for t in range(3):
         s, state = lif.step(x[t], state)
@@ -137,8 +150,8 @@ def test_hidden_layer_shape_runs_both_ways():
 def test_membrane_stays_float32_for_bf16_input():
     x = torch.tensor([[0.5, 1.5, 2.25, 4.0]], dtype=torch.bfloat16).expand(3, 1, 4)
     lif = MTLIF()
-    out = lif(x)
+    out, _ = lif(x)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, lif(x.float()))
+    torch.testing.assert_close(out, lif(x.float())[0])
     _, state = lif.step(x[0], lif.initial_state(x[0].float()))
     assert state.u.dtype == torch.float32

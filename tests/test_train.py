@@ -13,8 +13,10 @@ import torch
 from conftest import shared_path
 
 from models.checkpoint import CheckpointError, load_checkpoint
-from models.data import SplitSpec, cached_clips, clip_loader, open_part
+from models.clip_cache import cached_clips
 from models.evaluate import evaluate
+from models.loaders import clip_loader
+from models.splits import SplitSpec, open_part
 from models.train import TrainConfig, initial_weights, train
 from stcsnn.cli import main
 
@@ -181,7 +183,7 @@ def test_cli_train_json_and_options(tmp_path, capsys):
 def test_one_short_epoch_on_real_format_folders(dataset, tmp_path, monkeypatch):
     """The 128x128 path end to end: real file formats (AEDAT 3.1 + labels CSV,
     AEDAT 2.0), the full gesture-shape network (4 SCBs on 64x64) at T = 2."""
-    from replay.testdata import write_cifar10dvs_folder, write_dvsgesture_folder
+    from tests.synthetic_datasets import write_cifar10dvs_folder, write_dvsgesture_folder
 
     monkeypatch.setenv("STCSNN_CACHE", str(tmp_path / "cache"))
     root = tmp_path / dataset

@@ -18,17 +18,11 @@ File layout (``*.segments``): three ``.npy`` records one after another.
    uint8 (uint16 for sensors larger than 256), ``p`` uint8: 7 bytes per event,
    less than AEDAT 3.1's 8 and EVENT_DTYPE's 16.
 
-Staleness is keyed on each source file's size and ``mtime_ns``, not a content
-hash: every rewrite of a file changes its mtime, and hashing part of a file
-would cost I/O on every open yet still miss a change in the untouched middle.
-(Copying a dataset with ``cp -p`` or ``rsync -t`` keeps both and reuses the
-cache, as it should.)
-
-A cache that is missing, stale, of another version or corrupt is rebuilt from
-the source, never trusted: the header, table and file size are checked on open,
-and each segment's CRC when it is read. Writes go to a temporary file in the
-same folder and are renamed into place, so a killed run leaves either the old
-file or the new one, and two processes building the same cache both succeed.
+Staleness, atomic writes and rebuilding are the shared mechanism of
+``replay.cache_files``: the meta record holds the stamps (path, size,
+``mtime_ns``) of the source files; a cache that is missing, stale, of another
+version or corrupt is rebuilt from the source, never trusted: the header, table
+and file size are checked on open, and each segment's CRC when it is read.
 """
 
 from __future__ import annotations
@@ -36,8 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -47,6 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from core.events import EVENT_DTYPE, SensorSize
+from replay.cache_files import (
+    CorruptCache,
+    SourceStamp,
+    read_or_build,
+    source_stamps,
+    written_atomically,
+)
 
 CACHE_FORMAT_VERSION = 1
 CACHE_FORMAT_NAME = "stcsnn-segment-cache"
@@ -64,19 +63,8 @@ SEGMENT_DTYPE = np.dtype(
     ]
 )
 
-# A temporary file untouched this long belongs to a killed writer.
-ABANDONED_TEMPORARY_S = 600
-
 # No sane recording has a header this large; bounds what a corrupt file can make us read.
 _MAX_META_BYTES = 1 << 20
-
-
-def default_cache_dir() -> Path:
-    """``$STCSNN_CACHE``, else ``~/.cache/stcsnn``."""
-    configured = os.environ.get("STCSNN_CACHE")
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "stcsnn"
 
 
 def packed_event_dtype(sensor: SensorSize, time: str = "<u4") -> np.dtype:
@@ -84,20 +72,6 @@ def packed_event_dtype(sensor: SensorSize, time: str = "<u4") -> np.dtype:
     (µs, with ``t_base_us`` 0) for segments too long for 32 bits."""
     coordinate = "u1" if max(sensor.width, sensor.height) <= 256 else "<u2"
     return np.dtype([("t", time), ("x", coordinate), ("y", coordinate), ("p", "u1")])
-
-
-@dataclass(frozen=True)
-class SourceStamp:
-    """What identifies a version of a source file: its path, size and mtime."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> SourceStamp:
-        info = Path(path).stat()
-        return cls(str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
 
 
 @dataclass
@@ -116,10 +90,6 @@ def cache_file_for(cache_dir: Path, namespace: str, source: Path) -> Path:
     resolved = str(Path(source).resolve())
     digest = hashlib.sha1(resolved.encode()).hexdigest()[:12]
     return Path(cache_dir) / namespace / f"{Path(source).stem}-{digest}{CACHE_SUFFIX}"
-
-
-class CorruptCache(Exception):
-    """A cache file cannot be used; the message says why. Callers rebuild."""
 
 
 class SegmentedRecording:
@@ -227,18 +197,6 @@ def read_segment_cache(path: Path, stamps: Sequence[SourceStamp]) -> SegmentedRe
     return SegmentedRecording(path, sensor, segments.copy(), packed)
 
 
-def _remove_abandoned_temporaries(path: Path) -> None:
-    """Delete temporary files that killed writers of ``path`` left behind (old
-    enough that no live writer can still be filling them)."""
-    now_ns = time.time_ns()
-    for temporary in path.parent.glob(f".{path.name}.*.tmp"):
-        try:
-            if now_ns - temporary.stat().st_mtime_ns > ABANDONED_TEMPORARY_S * 1_000_000_000:
-                temporary.unlink()
-        except FileNotFoundError:
-            pass
-
-
 def pack_segments(
     sensor: SensorSize,
     starts_us: Sequence[int],
@@ -284,11 +242,9 @@ def write_segment_cache(
     *,
     version: int = CACHE_FORMAT_VERSION,
 ) -> None:
-    """Write a cache file atomically (temporary file in the same folder, then
-    rename). ``segment_events[i]`` holds segment ``i``'s events (EVENT_DTYPE).
+    """Write a cache file atomically (``replay.cache_files.written_atomically``).
+    ``segment_events[i]`` holds segment ``i``'s events (EVENT_DTYPE).
     ``version`` exists so tests can write an old-version file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table, packed = pack_segments(sensor, starts_us, ends_us, labels, segment_events)
     meta = {
         "format": CACHE_FORMAT_NAME,
@@ -298,20 +254,11 @@ def write_segment_cache(
         "height": sensor.height,
     }
     meta_bytes = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    _remove_abandoned_temporaries(path)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            for record in (meta_bytes, table, packed):
-                np.lib.format.write_array(f, record, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with written_atomically(path) as temporary, open(temporary, "wb") as f:
+        for record in (meta_bytes, table, packed):
+            np.lib.format.write_array(f, record, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @dataclass(frozen=True)
@@ -338,43 +285,42 @@ def load_or_build(
     and writing the cache when the file is missing, stale, of another version
     or corrupt, or when the caller found it unusable (``rebuild_reason``)."""
     stats = stats if stats is not None else CacheStats()
-    stamps = [SourceStamp.of(p) for p in sources]
-    reason = rebuild_reason
-    if reason is None:
+    stamps = source_stamps(sources)
+
+    def read(path: Path) -> SegmentedRecording:
+        return read_segment_cache(path, stamps)
+
+    def decode_and_write(path: Path) -> SegmentedRecording:
+        decoded = build()
         try:
-            cached = read_segment_cache(cache_path, stamps)
-            stats.hits += 1
-            return cached
-        except FileNotFoundError:
-            reason = f"missing: {cache_path}"
+            write_segment_cache(
+                path,
+                stamps,
+                decoded.sensor,
+                decoded.starts_us,
+                decoded.ends_us,
+                decoded.labels,
+                decoded.events,
+            )
         except OSError as error:
-            reason = f"unreadable: {cache_path}: {error}"
-        except CorruptCache as error:
-            reason = str(error)
-    decoded = build()
-    try:
-        write_segment_cache(
-            cache_path,
-            stamps,
-            decoded.sensor,
-            decoded.starts_us,
-            decoded.ends_us,
-            decoded.labels,
-            decoded.events,
-        )
-    except OSError as error:
-        # A read-only or full disk costs speed, not the run: keep them in memory.
-        warnings.warn(
-            f"cannot write the segment cache {cache_path} ({error}); "
-            "decoded segments kept in memory only (set STCSNN_CACHE to a writable folder)",
-            stacklevel=2,
-        )
+            # A read-only or full disk costs speed, not the run: keep them in memory.
+            warnings.warn(
+                f"cannot write the segment cache {path} ({error}); decoded segments kept "
+                "in memory only (set STCSNN_CACHE to a writable folder)",
+                stacklevel=4,  # the caller of load_or_build
+            )
+            table, packed = pack_segments(
+                decoded.sensor, decoded.starts_us, decoded.ends_us, decoded.labels, decoded.events
+            )
+            return SegmentedRecording(Path(path), decoded.sensor, table, packed)
+        return read_segment_cache(path, stamps)
+
+    recording, reason = read_or_build(
+        Path(cache_path), read, decode_and_write, rebuild_reason=rebuild_reason
+    )
+    if reason is None:
+        stats.hits += 1
+    else:
         stats.builds += 1
         stats.reasons.append(reason)
-        table, packed = pack_segments(
-            decoded.sensor, decoded.starts_us, decoded.ends_us, decoded.labels, decoded.events
-        )
-        return SegmentedRecording(Path(cache_path), decoded.sensor, table, packed)
-    stats.builds += 1
-    stats.reasons.append(reason)
-    return read_segment_cache(cache_path, stamps)
+    return recording

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.events import SensorSize, concat_events, validate_events
+from replay.cache_files import default_cache_dir
 from replay.datasets.base import (
     DatasetLayoutError,
     EventSample,
@@ -37,7 +38,6 @@ from replay.datasets.cache import (
     DecodedSegments,
     SegmentedRecording,
     cache_file_for,
-    default_cache_dir,
     load_or_build,
 )
 from replay.formats.aedat3 import iter_aedat3
@@ -119,7 +119,7 @@ class DVSGesture:
             raise ValueError(f"DVS128 Gesture split must be one of {list(SPLITS)}, found {split!r}")
         self.root = Path(root)
         self.split = split
-        self.class_names = list(GESTURE_CLASS_NAMES)  # indexed by label = class id - 1
+        self.class_names = list(GESTURE_CLASS_NAMES)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache_stats = CacheStats()
 
@@ -138,7 +138,7 @@ class DVSGesture:
             self.recordings.append(recording)
             self.label_files.append(label_file)
             for row, segment in enumerate(read_gesture_labels(label_file)):
-                rows.append((r, row, segment.start_us, segment.end_us, segment.class_id - 1))
+                rows.append((r, row, segment.start_us, segment.end_us, segment.label))
         table = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self._recording_of = table[:, 0]
         self._row_of = table[:, 1]

@@ -123,7 +123,8 @@ def parse_set(items: list[str]) -> dict:
 
 
 def train_config(args: argparse.Namespace):
-    from models.data import SplitSpec, default_split, parse_crop_us, parse_us_range
+    from models.clips import parse_crop_us, parse_us_range
+    from models.splits import SplitSpec, default_split
     from models.train import TrainConfig
 
     changes = parse_set(args.set)

@@ -1,0 +1,127 @@
+"""Which samples train and which validate: the split of a dataset's ``train`` split.
+
+``SplitSpec`` is plain data recorded in every checkpoint, so ``stcsnn eval
+--split val`` rebuilds exactly the samples a run validated on; ``open_part``
+opens one part (``train``, ``val``, or the dataset's own ``test`` split).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from replay.datasets.base import EventDataset, Subset
+from replay.datasets.split import stratified_kfold, stratified_split
+
+DATASET_NAMES = ("nmnist", "dvsgesture", "cifar10dvs", "dvs_sign")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which samples of a dataset's ``train`` split train and which validate.
+
+    ``limit`` first keeps a stratified, seeded subset of that many samples (for
+    CI-sized runs); then either a held-out part (``validation_count`` or
+    ``validation_fraction``) or fold ``fold`` of ``folds`` validates. Recorded
+    in every checkpoint, so ``stcsnn eval --split val`` rebuilds the same part.
+    """
+
+    validation_count: int | None = None
+    validation_fraction: float | None = None
+    folds: int | None = None
+    fold: int | None = None
+    seed: int = 0
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        held_out = (self.validation_count is not None) + (self.validation_fraction is not None)
+        if self.folds is not None:
+            if held_out:
+                raise ValueError("give either a validation count/fraction or folds, not both")
+            if self.fold is None or not 0 <= self.fold < self.folds:
+                raise ValueError(f"fold must be in 0..{self.folds - 1}, found {self.fold}")
+        elif self.fold is not None:
+            raise ValueError("fold needs folds")
+        elif held_out > 1:
+            raise ValueError("give validation_count or validation_fraction, not both")
+
+    @property
+    def has_validation(self) -> bool:
+        if self.folds is not None:
+            return True
+        if self.validation_count is not None:
+            return self.validation_count > 0
+        return bool(self.validation_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitSpec:
+        return cls(**data)
+
+
+def default_split(dataset: str) -> SplitSpec:
+    """N-MNIST here has 1,000 samples: hold out 100 (data README); others 10%."""
+    if dataset == "nmnist":
+        return SplitSpec(validation_count=100)
+    return SplitSpec(validation_fraction=0.1)
+
+
+def stratified_subset(labels: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified, seeded subset of ``count`` samples (all if None or more)."""
+    n = len(labels)
+    if count is None or count >= n:
+        return np.arange(n, dtype=np.int64)
+    if count < 1:
+        raise ValueError(f"limit must be >= 1, found {count}")
+    return stratified_split(labels, validation_count=count, seed=seed)[1]
+
+
+def open_events(name: str, root: str | os.PathLike, split: str, **kw: Any) -> EventDataset:
+    """The registry's dataset, with a clear error for an unknown name."""
+    from replay.datasets import open_dataset
+
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
+    return open_dataset(name, root, split, **kw)
+
+
+def split_parts(dataset: EventDataset, spec: SplitSpec) -> tuple[EventDataset, EventDataset | None]:
+    """``(train part, validation part or None)`` of a dataset's train split."""
+    kept = stratified_subset(dataset.labels, spec.limit, spec.seed)
+    labels = dataset.labels[kept]
+    if not spec.has_validation:
+        return Subset(dataset, kept), None
+    if spec.folds is not None:
+        train_idx, val_idx = stratified_kfold(labels, spec.folds, seed=spec.seed)[spec.fold]
+    elif spec.validation_count is not None:
+        train_idx, val_idx = stratified_split(
+            labels, validation_count=spec.validation_count, seed=spec.seed
+        )
+    else:
+        train_idx, val_idx = stratified_split(
+            labels, validation_fraction=spec.validation_fraction, seed=spec.seed
+        )
+    return Subset(dataset, kept[train_idx]), Subset(dataset, kept[val_idx])
+
+
+def open_part(
+    name: str, root: str | os.PathLike, part: str, spec: SplitSpec, **kw: Any
+) -> EventDataset:
+    """Samples of ``part``: ``train`` / ``val`` (the parts of the dataset's train
+    split that ``spec`` makes) or ``test`` (the dataset's own test split)."""
+    if part == "test":
+        return open_events(name, root, "test", **kw)
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be train, val or test, found {part!r}")
+    train, val = split_parts(open_events(name, root, "train", **kw), spec)
+    if part == "val":
+        if val is None:
+            raise ValueError("this split holds out no validation samples")
+        return val
+    return train

@@ -7,12 +7,13 @@ without it attached, in one run of producer -> worker at 1 M events/s.
 Writes benchmarks/results/dashboard.json (and docs/dashboard.png).
 
 Load case: ``stcsnn produce --synthetic 1M --speed 1`` -> ``stcsnn worker`` (the
-default checkpoint, CPU) as separate processes on loopback, and a subscriber in
+default checkpoint, CPU) as separate processes on loopback (streamer/processes.py,
+which learns their endpoints from their status channel), and a subscriber in
 this process that takes every prediction (and the worker's stats) and computes
 the processing latency the way the streaming benchmark does: prediction
 received minus ``sent_ns`` of the last events message in it. The run
 alternates phases of ``--phase-s`` seconds: no dashboard, ``stcsnn dashboard`` attached
-(started ``--warmup-s`` before its phase so that its imports are not counted),
+(its phase starts ``--warmup-s`` after its window is up, so that its start is not counted),
 ``--cycles`` times, and a last phase without it: alternating spreads the load
 of other jobs on a shared machine over both cases. Latency is also pooled
 over all phases of each case. Per phase: latency p50/p99, predictions/s, events/s and
@@ -29,8 +30,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,10 +45,17 @@ sys.path.insert(0, str(ROOT))
 
 from replay.paths import data_root  # noqa: E402
 from streamer import wire  # noqa: E402
+from streamer.processes import (  # noqa: E402
+    Child,
+    Supervisor,
+    start_dashboard,
+    start_producer,
+    start_worker,
+)
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 CASES = ("without dashboard", "with dashboard", "cpu burner instead")
-ENDPOINT = re.compile(r"(tcp://127\.0\.0\.1:\d+)")
+STOP_TIMEOUT_S = 15.0
 
 
 def cpu_s(pid: int) -> float:
@@ -59,58 +65,29 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
-class Process:
-    """A stcsnn command as a child process; stderr kept, endpoints found in it."""
+def dashboard_summary(dashboard: Child, timeout_s: float) -> dict:
+    """The summary of a dashboard that exits by itself (``--exit-after``): its final
+    stats from the status channel."""
+    dashboard.process.wait(timeout=timeout_s)
+    dashboard.stop(STOP_TIMEOUT_S)
+    summary = dashboard.result()
+    if summary is None:
+        raise RuntimeError(dashboard.failure(f"exited with code {dashboard.returncode}"))
+    return summary
 
-    def __init__(self, name: str, module: str, args: list[str]):
-        self.name = name
+
+class Burner:
+    """The control case's CPU burner (this script with ``--burn``) as a plain process."""
+
+    def __init__(self, duty: float):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            [sys.executable, __file__, "--burn", str(duty)], cwd=ROOT, stdin=subprocess.DEVNULL
         )
-        self.stderr: list[str] = []
-        self.stdout = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.pid = self.process.pid
 
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.stderr.append(line.rstrip())
-
-    def wait_for(self, pattern: str, timeout_s: float = 120.0) -> re.Match:
-        deadline = time.monotonic() + timeout_s
-        seen = 0
-        while time.monotonic() < deadline:
-            for line in self.stderr[seen:]:
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            seen = len(self.stderr)
-            if self.process.poll() is not None:
-                time.sleep(0.2)
-                if seen == len(self.stderr):
-                    raise RuntimeError(f"{self.name} exited: " + "\n".join(self.stderr[-10:]))
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name}: no line matching {pattern!r}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self, timeout_s: float = 15.0) -> str:
-        """SIGINT (the commands' clean stop), then wait; returns stdout."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            self.stdout, _ = self.process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.stdout, _ = self.process.communicate()
-        return self.stdout
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 class PredictionLog(threading.Thread):
@@ -136,12 +113,12 @@ class PredictionLog(threading.Thread):
             if message is None:
                 continue
             now_ns = time.time_ns()
-            if message.type == "prediction":
-                latency_ms = (now_ns - int(message.header["sent_ns"])) / 1e6
-                infer_ms = float(message.header.get("timings_ms", {}).get("infer", np.nan))
+            if isinstance(message, wire.Prediction):
+                latency_ms = (now_ns - message.sent_ns) / 1e6
+                infer_ms = float(message.timings_ms.get("infer", np.nan))
                 self.predictions.append((time.monotonic(), latency_ms, infer_ms))
-            else:
-                self.stats.append((time.monotonic(), message.header))
+            elif isinstance(message, wire.Stats):
+                self.stats.append((time.monotonic(), dict(message.values)))
         self.socket.close(0)
 
     def pooled(self, windows: list[tuple[float, float]]) -> dict:
@@ -185,27 +162,25 @@ class _QuietLog:
 
 def run_load(args: argparse.Namespace) -> dict:
     phase_s, warmup_s = args.phase_s, args.warmup_s
-    producer = Process(
-        "producer",
-        "stcsnn.commands.produce",
-        ["--synthetic", args.rate, "--speed", "1", "--endpoint", "tcp://127.0.0.1:0"]
-        + ["--stream-id", "synthetic", "--wait-subscribers", "1", "--quiet"],
-    )
-    processes = [producer]
-    log = None
+    supervisor = Supervisor()
+    log = burner = None
     try:
-        producer_endpoint = producer.wait_for(r"publishing .* on " + ENDPOINT.pattern).group(1)
-        worker = Process(
-            "worker",
-            "stcsnn.commands.worker",
-            ["--connect", producer_endpoint, "--bind", "tcp://127.0.0.1:0", "--json"]
-            + (["--model", args.model] if args.model else []),
+        producer = supervisor.start(
+            start_producer(
+                ["--synthetic", args.rate, "--speed", "1"]
+                + ["--stream-id", "synthetic", "--wait-subscribers", "1", "--quiet"],
+                cwd=ROOT,
+            )
         )
-        processes.append(worker)
-        worker_endpoint = worker.wait_for(r"predictions on " + ENDPOINT.pattern).group(1)
-        model = worker.wait_for(r"model: (.*)").group(1)
-        device = worker.wait_for(r"device: (.*)").group(1)
-        log = PredictionLog(worker_endpoint)
+        worker = supervisor.start(
+            start_worker(
+                producer.endpoint,
+                ["--model", args.model] if args.model else [],
+                cwd=ROOT,
+            )
+        )
+        model, device = worker.ready["model"], worker.ready["device"]
+        log = PredictionLog(worker.endpoint)
         log.start()
         time.sleep(args.settle_s)  # torch warm-up, queues settled
         phases: list[dict] = []
@@ -231,32 +206,32 @@ def run_load(args: argparse.Namespace) -> dict:
         dashboard_summaries = []
         for _ in range(args.cycles):
             measure("without dashboard")
-            dashboard = Process(
-                "dashboard",
-                "stcsnn.commands.dashboard",
-                ["--connect", worker_endpoint, "--json"]
-                + ["--source", f"synthetic {args.rate} ev/s", "--quiet"]
-                + ["--exit-after", str(warmup_s + phase_s + 0.5)]
-                + ["--screenshot", str(args.load_screenshot)],
+            # Its --exit-after runs from when its window is up (the "ready" status).
+            dashboard = supervisor.start(
+                start_dashboard(
+                    worker.endpoint,
+                    ["--source", f"synthetic {args.rate} ev/s", "--quiet"]
+                    + ["--exit-after", str(warmup_s + phase_s + 0.5)]
+                    + ["--screenshot", str(args.load_screenshot)],
+                    cwd=ROOT,
+                )
             )
-            processes.append(dashboard)
-            time.sleep(warmup_s)  # imports, window, first frames: not measured
+            time.sleep(warmup_s)  # first frames, queues settled: not measured
             measure("with dashboard", {"dashboard": dashboard.pid})
-            dashboard.process.wait(timeout=30)
-            dashboard_summaries.append(json.loads(dashboard.stop().strip().splitlines()[-1]))
+            dashboard_summaries.append(dashboard_summary(dashboard, timeout_s=30))
             if args.control:
-                burner = Process("cpu burner", "benchmarks.bench_dashboard", ["--burn", "0.15"])
-                processes.append(burner)
+                burner = Burner(0.15)
                 time.sleep(1.0)
                 measure("cpu burner instead", {"cpu burner": burner.pid})
-                burner.process.kill()
                 burner.stop()
+                burner = None
         measure("without dashboard")
     finally:
         if log is not None:
             log.stop_event.set()
-        for process in reversed(processes):
-            process.stop()
+        if burner is not None:
+            burner.stop()
+        supervisor.stop_all(STOP_TIMEOUT_S)
     pooled = {}
     for name in CASES:
         if not windows[name]:
@@ -286,17 +261,8 @@ def run_load(args: argparse.Namespace) -> dict:
         "pooled": pooled,
         "phases": phases,
         "dashboard_summaries": dashboard_summaries,
-        "worker_final_stats": _last_json(worker.stdout),
+        "worker_final_stats": worker.result(),
     }
-
-
-def _last_json(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            continue
-    return None
 
 
 def run_screenshot(args: argparse.Namespace) -> dict:
@@ -309,40 +275,35 @@ def run_screenshot(args: argparse.Namespace) -> dict:
     if not samples.is_dir():
         raise SystemExit(f"no N-MNIST data at {samples}")
     source = f"replay of shuffled N-MNIST training samples ({samples.name}/), real time"
-    producer = Process(
-        "producer",
-        "stcsnn.commands.produce",
-        ["--replay", str(samples), "--shuffle", "--seed", str(args.seed), "--limit", "100"]
-        + ["--speed", "1", "--endpoint", "tcp://127.0.0.1:0", "--wait-subscribers", "1"]
-        + ["--stream-id", "nmnist", "--quiet"],
-    )
-    processes = [producer]
+    supervisor = Supervisor()
     try:
-        producer_endpoint = producer.wait_for(r"publishing .* on " + ENDPOINT.pattern).group(1)
-        worker = Process(
-            "worker",
-            "stcsnn.commands.worker",
-            ["--connect", producer_endpoint, "--bind", "tcp://127.0.0.1:0"]
-            + ["--wait-subscribers", "1", "--quiet"],
+        producer = supervisor.start(
+            start_producer(
+                ["--replay", str(samples), "--shuffle", "--seed", str(args.seed)]
+                + ["--limit", "100", "--speed", "1", "--wait-subscribers", "1"]
+                + ["--stream-id", "nmnist", "--quiet"],
+                cwd=ROOT,
+            )
         )
-        processes.append(worker)
-        worker_endpoint = worker.wait_for(r"predictions on " + ENDPOINT.pattern).group(1)
-        dashboard = Process(
-            "dashboard",
-            "stcsnn.commands.dashboard",
-            ["--connect", worker_endpoint, "--source", source, "--json"]
-            + ["--screenshot", str(args.png), "--exit-after", str(args.screenshot_after_s)],
+        worker = supervisor.start(
+            start_worker(producer.endpoint, ["--wait-subscribers", "1", "--quiet"], cwd=ROOT)
         )
-        processes.append(dashboard)
-        dashboard.process.wait(timeout=args.screenshot_after_s + 60)
-        summary = json.loads(dashboard.stop().strip().splitlines()[-1])
+        dashboard = supervisor.start(
+            start_dashboard(
+                worker.endpoint,
+                ["--source", source, "--screenshot", str(args.png)]
+                + ["--exit-after", str(args.screenshot_after_s)],
+                cwd=ROOT,
+            )
+        )
+        summary = dashboard_summary(dashboard, timeout_s=args.screenshot_after_s + 60)
     finally:
-        for process in reversed(processes):
-            process.stop()
-    size = Path(args.png).stat().st_size
+        supervisor.stop_all(STOP_TIMEOUT_S)
+    png = Path(args.png).resolve()
+    size = png.stat().st_size
     print(f"screenshot {args.png}: {size} bytes", flush=True)
     return {
-        "png": str(Path(args.png).relative_to(ROOT)),
+        "png": str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png),
         "bytes": size,
         "source": source,
         "dashboard_summary": summary,

@@ -48,18 +48,16 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from streamer import wire
+from streamer.pipeline import Pipeline
 
-from streamer import wire  # noqa: E402
-from tests.pipeline_helpers import Subscriber, start_producer, start_worker  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SHAPES = {"nmnist": "N-MNIST 2x34x34", "dvsgesture": "DVS128 Gesture 2x64x64"}
 HOP_US = 10_000
@@ -117,29 +115,6 @@ def bench_steps(skip_compile: bool) -> list[dict]:
     return results
 
 
-class TimedSubscriber(Subscriber):
-    """Records when each message arrived (time.time_ns, the producer's clock)."""
-
-    def __init__(self, endpoint: str):
-        super().__init__(endpoint)
-        self.received_ns: list[int] = []
-
-    def collect_until(self, done, timeout_s: float, children=()) -> None:
-        """Receive until ``done(message or None)`` (None: nothing within 100 ms)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            message = wire.receive(self.socket, self.stats, log, timeout_ms=100)
-            if message is not None:
-                self.messages.append(message)
-                self.received_ns.append(time.time_ns())
-            for child in children:
-                if child.returncode not in (None, 0):
-                    raise RuntimeError(child.failure(f"exited with {child.returncode}"))
-            if done(message):
-                return
-        raise RuntimeError(f"no end within {timeout_s} s ({len(self.messages)} messages)")
-
-
 def run_case(
     checkpoint: Path, shape: str, rate: str, seconds: float, lossless: bool = False
 ) -> dict:
@@ -147,51 +122,47 @@ def run_case(
     (throughput), else real time with the live policy (latency)."""
     load_before = os.getloadavg()[0]
     mode = ["--speed", "max", "--lossless"] if lossless else ["--speed", "1"]
-    producer, endpoint = start_producer(
-        "--synthetic", rate, *mode, "--duration-s", str(seconds + 1),
-        "--wait-subscribers", "1", "--stream-id", "cam0",
+    pipeline = Pipeline(
+        ["--synthetic", rate],
+        producer_args=[*mode, "--duration-s", str(seconds + 1), "--stream-id", "cam0", "--quiet"],
+        worker_args=[
+            "--model", str(checkpoint), "--hop-us", str(HOP_US), "--threads", "1",
+            "--exit-on-end", "--quiet", *(["--lossless"] if lossless else []),
+        ],
+        cwd=ROOT,
     )  # fmt: skip
-    worker, predictions = start_worker(
-        endpoint,
-        "--model", str(checkpoint), "--hop-us", str(HOP_US), "--threads", "1",
-        "--wait-subscribers", "1", "--exit-on-end", *(["--lossless"] if lossless else []),
-    )  # fmt: skip
-    sub = TimedSubscriber(predictions)
+    received: list[tuple[wire.Message, int]] = []
     end_received = False
-    try:
-        quiet_since = time.monotonic()
-
-        def done(message) -> bool:
-            # The end, or (a lossless producer gives up on `end` after 0.5 s at a full
-            # queue and closes, losing the tail: see docs/streaming.md) a finished
-            # producer and 3 s without predictions.
-            nonlocal quiet_since, end_received
-            if message is not None and message.type == "prediction":
-                quiet_since = time.monotonic()
-            end_received = message is not None and message.type == "end"
-            quiet = time.monotonic() - quiet_since > 3.0
-            return end_received or (producer.returncode == 0 and quiet)
-
-        sub.collect_until(done, seconds + 120, (producer, worker))
-        if end_received:
-            worker.process.wait(30)
-        producer.process.wait(10)
-    finally:
-        sub.close()
-        worker.stop()
-        producer.stop()
-    produced = producer.json_output() or {}
-    stats = worker.json_output() or {}
+    with pipeline:
+        quiet_since = deadline = time.monotonic()
+        deadline += seconds + 120
+        # Until the end, or (a lossless producer gives up on `end` after 0.5 s at a full
+        # queue and closes, losing the tail: see docs/streaming.md) a finished producer
+        # and 3 s without predictions.
+        while not end_received:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no end within {seconds + 120} s ({len(received)} messages)")
+            arrived = pipeline.receive(timeout_ms=100)
+            if arrived is not None:
+                received.append(arrived)
+                end_received = isinstance(arrived[0], wire.End)
+                if isinstance(arrived[0], wire.Prediction):
+                    quiet_since = time.monotonic()
+            finished = pipeline.producer.returncode == 0
+            if finished and time.monotonic() - quiet_since > 3.0:
+                break
+    produced = pipeline.producer_stats or {}
+    stats = pipeline.worker_stats or {}
     stream = (stats.get("streams") or {}).get("cam0", {})
     latency, closing, in_worker, infer, paced = [], [], [], [], []
-    for message, arrived_ns in zip(sub.messages, sub.received_ns, strict=True):
-        if message.type != "prediction" or message.header["t_end_us"] < 1_000_000:
+    for message, arrived_ns in received:
+        if not isinstance(message, wire.Prediction) or message.t_end_us < 1_000_000:
             continue
-        paced.append((message.header["t_end_us"], arrived_ns))
-        latency.append((arrived_ns - message.header["sent_ns"]) / 1e6)
-        closing.append((arrived_ns - message.header["closed_by_sent_ns"]) / 1e6)
-        in_worker.append(message.header["timings_ms"]["worker"])
-        infer.append(message.header["timings_ms"]["infer"])
+        paced.append((message.t_end_us, arrived_ns))
+        latency.append((arrived_ns - message.sent_ns) / 1e6)
+        closing.append((arrived_ns - message.closed_by_sent_ns) / 1e6)
+        in_worker.append(message.timings_ms["worker"])
+        infer.append(message.timings_ms["infer"])
 
     def pct(values, q):
         return round(float(np.percentile(values, q)), 3) if values else None

@@ -22,40 +22,26 @@ import argparse
 import json
 import logging
 import platform
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from replay.paths import data_root
+from streamer import wire
+from streamer.processes import start_producer
 
-from replay.paths import data_root  # noqa: E402
-from streamer import wire  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("bench_producer")
 
 
 def run_case(name: str, producer_args: list[str]) -> dict:
-    command = [sys.executable, "-m", "stcsnn.commands.produce", "--quiet", "--json"]
-    command += ["--endpoint", "tcp://127.0.0.1:0", "--wait-subscribers", "1", "--lossless"]
-    process = subprocess.Popen(
-        command + producer_args,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    child = start_producer(
+        ["--quiet", "--wait-subscribers", "1", "--lossless", *producer_args], cwd=ROOT
     )
-    endpoint = None
-    while endpoint is None:
-        line = process.stderr.readline()
-        if not line:
-            raise RuntimeError(f"{name}: producer exited: {process.wait()}")
-        found = re.search(r"tcp://127\.0\.0\.1:\d+", line)
-        endpoint = found.group(0) if found else None
+    endpoint = child.endpoint
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVHWM, 1000)
@@ -77,8 +63,9 @@ def run_case(name: str, producer_args: list[str]) -> dict:
         elif message.type == "end":
             break
     sub.close(0)
-    out, _ = process.communicate(timeout=30)
-    producer = json.loads(out.strip().splitlines()[-1])
+    child.process.wait(30)
+    child.stop()
+    producer = child.result()
     wall_s = (last - first) if first and last and last > first else float("nan")
     event_span_s = (producer["last_event_us"] - producer["first_event_us"]) / 1e6
     return {

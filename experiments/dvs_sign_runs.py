@@ -60,7 +60,7 @@ def run_name(variant: str, steps: int, suffix: str = "") -> str:
 
 def train_config(variant: str, steps: int, epochs: int, root: str, seed: int = 0, suffix: str = ""):
     """The ``TrainConfig`` of one run: the fixed split, the 0.5-1.5 s crops."""
-    from models.data import SplitSpec
+    from models.splits import SplitSpec
     from models.train import TrainConfig
 
     return TrainConfig(
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def heldout_files(root: str | os.PathLike) -> list[tuple[Path, int]]:
     """``(file, label)`` of the 150 held-out samples of the fixed split."""
-    from models.data import SplitSpec, open_part
+    from models.splits import SplitSpec, open_part
 
     spec = SplitSpec(validation_count=VALIDATION_COUNT, seed=SPLIT_SEED)
     samples = open_part("dvs_sign", root, "val", spec)
@@ -162,8 +162,10 @@ def clip_predictions(checkpoint: Path, root: str, clip: str) -> dict[str, list[i
     """Per-clip label and prediction of ``checkpoint`` on the held-out part, in
     the split's order (``windows``: several clips per sample, ``sample`` says whose)."""
     from models.checkpoint import load_checkpoint
-    from models.data import cached_clips, clip_loader, open_part
+    from models.clip_cache import cached_clips
     from models.evaluate import predict_clips, split_for_eval
+    from models.loaders import clip_loader
+    from models.splits import open_part
 
     model, config, extra = load_checkpoint(checkpoint, map_location="cpu")
     samples = open_part("dvs_sign", root, "val", split_for_eval(extra, "dvs_sign"))
@@ -211,7 +213,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def score_segments(log, max_hops: int) -> dict[str, Any]:
     """Per-hop accuracy by hop since onset, decision latency and the "previous
-    sample" check, from a ``streamer.demo.PredictionLog`` of one replay.
+    sample" check, from a ``streamer.prediction_log.PredictionLog`` of one replay.
 
     Hop ``k`` of a sample is the ``k``-th hop whose last µs lies in it (k = 0
     also holds the end of the previous sample). The decision latency of a
@@ -229,7 +231,7 @@ def score_segments(log, max_hops: int) -> dict[str, Any]:
         top1 = np.asarray(stream.top1, dtype=np.int64)[order]
         top1_raw = np.asarray(stream.top1_raw, dtype=np.int64)[order]
         before = None
-        for start, end, label in sorted(stream.segments):
+        for label, start, end in sorted(stream.segments, key=lambda s: (s.start_us, s.end_us)):
             first = int(np.searchsorted(t_end, start, side="right"))
             last = int(np.searchsorted(t_end, end, side="right"))
             right = top1[first:last] == label
@@ -270,45 +272,47 @@ def score_segments(log, max_hops: int) -> dict[str, Any]:
     }
 
 
-def demo_with_log(argv: list[str], gap_us: int = 0) -> tuple[int, dict[str, Any], Any]:
-    """Run ``stcsnn demo`` (its ``run``, in this process, its producer and worker as
-    child processes) with ``argv``; returns its exit code, its JSON summary and
-    its ``PredictionLog`` (every prediction, for the per-hop figures the
-    summary does not hold). ``gap_us`` > 0 passes the producer ``--gap-us``
-    (the demo has no such option): event time between samples; a gap above the
-    worker's ``--reset-after-us`` (1 s) resets the network state at every sample."""
-    import contextlib
-    import io
+def stream_with_log(
+    folder: Path, producer_args: list[str], worker_args: list[str]
+) -> tuple[int, dict[str, Any], Any]:
+    """The replay of ``folder`` through producer and worker processes, lossless, as
+    ``stcsnn demo --no-dashboard`` runs it (streamer.pipeline); returns the exit code
+    (0, or 1 if a process failed), the demo's JSON summary and the
+    ``PredictionLog`` (every prediction, for the per-hop figures the summary does
+    not hold). ``--gap-us`` among ``producer_args`` puts event time between samples;
+    above the worker's ``--reset-after-us`` (1 s) it resets the network state at
+    every sample."""
+    from streamer.pipeline import Pipeline
+    from streamer.prediction_log import PredictionLog, summarise
+    from streamer.processes import ChildFailed
 
-    import streamer.demo as demo_module
-    from stcsnn.commands import demo as demo_command
-
-    kept = []
-
-    class KeptLog(demo_module.PredictionLog):
-        def __init__(self):
-            super().__init__()
-            kept.append(self)
-
-    parser = argparse.ArgumentParser()
-    demo_command.configure(parser)
-    original = demo_module.PredictionLog, demo_command.default_source
-
-    def source_with_gap(args: argparse.Namespace) -> tuple[list[str], str, bool]:
-        source, description, is_replay = original[1](args)
-        return source + ["--gap-us", str(gap_us)], f"{description}, gap {gap_us} µs", is_replay
-
-    demo_module.PredictionLog = KeptLog
-    if gap_us:
-        demo_command.default_source = source_with_gap
-    out = io.StringIO()
+    log = PredictionLog()
+    pipeline = Pipeline(
+        ["--replay", str(folder)],
+        producer_args=[*producer_args, "--lossless", "--quiet"],
+        worker_args=[*worker_args, "--lossless", "--quiet"],
+        cwd=REPO,
+    )
+    started = time.monotonic()
+    code, outcome = 0, "done"
     try:
-        with contextlib.redirect_stdout(out):
-            code = demo_command.run(parser.parse_args(argv))
-    finally:
-        demo_module.PredictionLog, demo_command.default_source = original
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
-    return code, summary, kept[0]
+        with pipeline:
+            for message, received_ns in pipeline.messages():
+                log.add(message, received_ns)
+    except ChildFailed as error:
+        print(error, file=sys.stderr)
+        code, outcome = 1, "failed"
+    summary = summarise(
+        log,
+        pipeline.worker_stats,
+        pipeline.producer_stats,
+        source=f"replay of {folder}",
+        outcome=outcome,
+        end_received=outcome == "done",
+        lossless=True,
+        wall_s=round(time.monotonic() - started, 3),
+    )
+    return code, summary, log
 
 
 def cmd_stream(args: argparse.Namespace) -> None:
@@ -317,22 +321,21 @@ def cmd_stream(args: argparse.Namespace) -> None:
     name = run_name(args.variant, args.steps, args.suffix)
     checkpoint = Path(args.checkpoint) if args.checkpoint else RUNS / name / f"{args.which}.pt"
     folder = link_folder(heldout_files(args.root), RUNS / "heldout" / "test")
-    argv = ["--replay", str(folder), "--shuffle", "--speed", args.speed]
-    argv += ["--no-dashboard", "--json", "--model", str(checkpoint)]
-    if args.limit:
-        argv += ["--limit", str(args.limit)]
-    if args.ema_tau_us:
-        argv += ["--ema-tau-us", str(args.ema_tau_us)]
-    if args.window:
-        argv += ["--window", str(args.window)]
+    producer = ["--shuffle", "--speed", str(args.speed)]
+    producer += ["--limit", str(args.limit)] if args.limit else []
+    producer += ["--gap-us", str(args.gap_us)] if args.gap_us else []
+    worker = ["--model", str(checkpoint)]
+    worker += ["--ema-tau-us", str(args.ema_tau_us)] if args.ema_tau_us else []
+    worker += ["--window", str(args.window)] if args.window else []
     started = time.perf_counter()
-    code, summary, log = demo_with_log(argv, args.gap_us)
+    code, summary, log = stream_with_log(folder, producer, worker)
     result = {
         "variant": args.variant,
         "suffix": args.suffix,
         "T": args.steps,
         "checkpoint": args.checkpoint or f"{args.which}.pt",
-        "command": "stcsnn demo " + " ".join(argv),
+        "producer_args": ["--replay", str(folder), *producer],
+        "worker_args": worker,
         "gap_us": args.gap_us,
         "window": args.window,
         "ema_tau_us": args.ema_tau_us,

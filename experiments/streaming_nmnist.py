@@ -23,7 +23,7 @@ split seed 0; the one ``stcsnn eval --split val`` uses):
   accuracy is split by time since the sample's onset, with the decision
   latency.
 
-Definitions (those of ``streamer.demo``): a sample's stream answer is the
+Definitions (those of ``streamer/prediction_log.py``): a sample's stream answer is the
 smoothed top-1 of the last hop ending inside it; ``hop_accuracy`` scores every
 hop against the label at its last µs. Here also: hop ``k`` of a sample is the
 ``k``-th hop ending after its onset (k = 0: the hop in which it starts, which
@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from core.labels import LabelSegment
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "streaming_nmnist"
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nmnist"
@@ -67,7 +69,7 @@ MAX_HOPS_REPORTED = 6
 
 def validation_files(root: str | os.PathLike) -> list[tuple[Path, int]]:
     """``(file, label)`` of the default validation split of N-MNIST's train folder."""
-    from models.data import default_split, open_part
+    from models.splits import default_split, open_part
 
     samples = open_part("nmnist", root, "val", default_split("nmnist"))
     pairs = zip(samples.sources, samples.labels, strict=True)
@@ -88,8 +90,8 @@ def link_replay_folder(files: list[tuple[Path, int]], folder: Path) -> Path:
 
 def replay_stream(
     folder: Path, *, shuffle: bool = True, seed: int = REPLAY_SEED, gap_us: int = 0
-) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """The events and the labelled segments ``(start, end, label)`` a replay of
+) -> tuple[np.ndarray, list[LabelSegment]]:
+    """The events and the labelled segments a replay of
     ``folder`` publishes (``replay.player``: one timeline, the same order)."""
     from core.events import concat_events
     from core.source import Labels
@@ -101,7 +103,7 @@ def replay_stream(
         if isinstance(item, np.ndarray):
             chunks.append(item)
         elif isinstance(item, Labels):
-            segments += [(s.start_us, s.end_us, s.label) for s in item.segments]
+            segments += item.segments
     return concat_events(chunks), segments
 
 
@@ -140,12 +142,12 @@ def score_stream(
     t_end_us: np.ndarray,
     top1: np.ndarray,
     top1_raw: np.ndarray,
-    segments: list[tuple[int, int, int]],
+    segments: list[LabelSegment],
     hop_us: int,
 ) -> dict[str, Any]:
-    """Streaming and per-hop accuracy as ``streamer.demo.PredictionLog`` computes them,
+    """Streaming and per-hop accuracy as ``streamer.prediction_log.PredictionLog`` computes them,
     plus per-hop accuracy by hop since onset and the decision latency."""
-    from streamer.demo import PredictionLog
+    from streamer.prediction_log import PredictionLog
 
     log = PredictionLog()
     stream = log.stream("replay")
@@ -155,7 +157,7 @@ def score_stream(
     by_hop = [[0, 0, 0] for _ in range(MAX_HOPS_REPORTED)]  # hops, correct, correct raw
     latencies: list[float] = []
     undecided = changes = 0
-    for start, end, label in segments:
+    for label, start, end in segments:
         # Hops scored for this segment: those whose last µs lies in [start, end).
         first = int(np.searchsorted(t_end_us, start, side="right"))
         last = int(np.searchsorted(t_end_us, end, side="right"))

@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -481,6 +481,7 @@ def run_dashboard(
     receive_hwm: int = DEFAULT_RECEIVE_HWM,
     screenshot: str | Path | None = None,
     exit_after_s: float | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict:
     """Show the dashboard until the window is closed (q, Esc, Ctrl-C, SIGTERM) or
     ``exit_after_s`` has passed; save ``screenshot`` (PNG) just before closing.
@@ -505,6 +506,8 @@ def run_dashboard(
     loop = QtCore.QEventLoop()
     window.closed.connect(loop.quit)
     window.show()
+    if on_ready is not None:
+        on_ready()
     try:
         loop.exec()  # Python signal handlers run between the frame timer's ticks
         wall_s = time.monotonic() - started_s

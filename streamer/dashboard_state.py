@@ -9,10 +9,10 @@ without Qt, where a unit test can feed it messages and read it back.
 Messages are the worker's (docs/streaming.md): ``prediction`` and ``preview``
 per stream, ``labels`` and ``end`` forwarded from the producer, and ``stats``
 (stream ``""``) with the worker's counters, model, device and class names.
-A message whose fields do not make sense (probabilities that are not a list
-of numbers, a label segment without times...) is counted as malformed under
-``bad_prediction``/``bad_labels``/``bad_stats`` and ignored: a dashboard never
-dies on its input.
+Messages arrive decoded and checked (streamer/wire.py: a prediction whose
+probabilities are not a list of numbers, a label segment without times... is
+counted as malformed under its ``WireError`` reason and never gets here); odd
+values in a worker's stats are ignored: a dashboard never dies on its input.
 
 Latency is the issue's processing latency: the prediction received here
 minus ``sent_ns`` of the producer's last events message that went into it
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.labels import LabelSegment, label_at
 from streamer import wire
 
 STALL_AFTER_S = 1.0  # no prediction or preview for longer than this: "stalled"
@@ -63,47 +64,6 @@ class Connection:
     state: str  # "waiting", "live", "stalled" or "ended"
     idle_s: float | None  # since the shown stream's last prediction or preview
     detail: str
-
-
-class _BadFields(ValueError):
-    def __init__(self, reason: str, detail: str):
-        self.reason = reason
-        super().__init__(detail)
-
-
-def _int_field(header: dict, name: str, reason: str) -> int:
-    value = header.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _BadFields(reason, f"{name} is {value!r}")
-    return value
-
-
-def _probabilities(header: dict) -> np.ndarray:
-    values = header.get("probs")
-    if not isinstance(values, list) or not 0 < len(values) <= MAX_CLASSES:
-        raise _BadFields("bad_prediction", "probs is not a list of 1 to 1000 numbers")
-    try:
-        probs = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _BadFields("bad_prediction", "probs holds something other than numbers") from None
-    if probs.ndim != 1 or not np.all(np.isfinite(probs)):
-        raise _BadFields("bad_prediction", "probs is not a flat list of finite numbers")
-    return np.clip(probs, 0.0, 1.0)
-
-
-def _segments(header: dict) -> list[tuple[int, int, int]]:
-    raw = header.get("segments")
-    if not isinstance(raw, list):
-        raise _BadFields("bad_labels", "segments is not a list")
-    segments = []
-    for segment in raw:
-        if not isinstance(segment, dict):
-            raise _BadFields("bad_labels", f"segment {segment!r} is not an object")
-        label = _int_field(segment, "label", "bad_labels")
-        start_us = _int_field(segment, "start_us", "bad_labels")
-        end_us = _int_field(segment, "end_us", "bad_labels")
-        segments.append((start_us, end_us, label))
-    return segments
 
 
 class DashboardState:
@@ -150,7 +110,7 @@ class DashboardState:
         self.t_end_us: int | None = None
         self.prediction_version = 0
         self.timeline: deque[TimelineEntry] = deque(maxlen=MAX_TIMELINE_ENTRIES)
-        self.segments: deque[tuple[int, int, int]] = deque(maxlen=MAX_LABEL_SEGMENTS)
+        self.segments: list[LabelSegment] = []  # sorted by start, the newest MAX_LABEL_SEGMENTS
         self.source_session: str | None = None
         self.scored = 0  # timeline entries with ground truth
         self.correct = 0
@@ -194,15 +154,15 @@ class DashboardState:
         self.wire_stats.malformed[reason] += 1
 
     def apply(self, message: wire.Message, received_ns: int | None = None) -> None:
-        """Take one decoded message; never raises on odd contents (they are counted)."""
+        """Take one decoded message; never raises on odd contents (they are ignored)."""
         now_s = self.clock()
         self.last_message_s = now_s
-        if message.type == "stats":
+        if isinstance(message, wire.Stats):
             self.last_stats_s = now_s
             self._observe(message)
-            self._guarded(self._apply_stats, message, received_ns, now_s)
+            self._apply_stats(message)
             return
-        if message.type not in ("prediction", "preview", "labels", "end"):
+        if not isinstance(message, (wire.Prediction, wire.Preview, wire.Labels, wire.End)):
             self.other_streams["(type " + message.type + ")"] += 1
             return
         if self.stream is None:
@@ -212,44 +172,35 @@ class DashboardState:
             return
         self.wire_stats.received[message.type] += 1
         self._observe(message)
-        handler = {
-            "prediction": self._apply_prediction,
-            "preview": self._apply_preview,
-            "labels": self._apply_labels,
-            "end": self._apply_end,
-        }[message.type]
-        self._guarded(handler, message, received_ns, now_s)
+        if isinstance(message, wire.Prediction):
+            self._apply_prediction(message, received_ns, now_s)
+        elif isinstance(message, wire.Preview):
+            self._apply_preview(message, now_s)
+        elif isinstance(message, wire.Labels):
+            self._new_source_session(message.source_session)
+            self._add_segments(message.segments)
+        else:
+            self.ended_reason = message.reason or "end of stream"
+            self.prediction_version += 1
 
     def _observe(self, message: wire.Message) -> None:
         if self.tracker.observe(message) == "restart":
             self.source_session = None  # a worker restart: its timeline starts afresh
 
-    def _guarded(self, handler, message: wire.Message, received_ns, now_s: float) -> None:
-        try:
-            handler(message, received_ns, now_s)
-        except _BadFields as error:
-            self.wire_stats.malformed[error.reason] += 1
-
-    def _new_source_session(self, header: dict) -> None:
+    def _new_source_session(self, session: str | None) -> None:
         """A new producer session (restart, new replay): its timeline is a new one."""
-        session = header.get("source_session")
-        if isinstance(session, str) and session != self.source_session:
+        if session and session != self.source_session:
             if self.source_session is not None:
                 self.timeline.clear()
                 self.segments.clear()
                 self.prediction_version += 1
             self.source_session = session
 
-    def _apply_prediction(self, message: wire.Message, received_ns, now_s: float) -> None:
-        header = message.header
-        probs = _probabilities(header)
-        t_end_us = _int_field(header, "t_end_us", "bad_prediction")
-        top1 = header.get("top1")
-        if not isinstance(top1, int) or isinstance(top1, bool) or not 0 <= top1 < len(probs):
-            top1 = int(np.argmax(probs))
-        name = header.get("top1_name")
-        self._learn_class_names(len(probs), top1, name if isinstance(name, str) else None)
-        self._new_source_session(header)
+    def _apply_prediction(self, message: wire.Prediction, received_ns, now_s: float) -> None:
+        probs = np.clip(message.probs, 0.0, 1.0)
+        t_end_us, top1 = message.t_end_us, message.top1
+        self._learn_class_names(len(probs), top1, message.top1_name)
+        self._new_source_session(message.source_session)
         if self.timeline and t_end_us < self.timeline[-1].t_end_us - self.timeline_span_us:
             self.timeline.clear()  # time went back by more than the view: a new timeline
         truth = self.truth_at(t_end_us)
@@ -264,75 +215,59 @@ class DashboardState:
         self.prediction_version += 1
         self.last_stream_message_s = now_s
         self.ended_reason = None
-        self._note_info(header)
-        self._note_latency(header, received_ns, now_s)
+        # A prediction without a model name ("" after decode) keeps the one the stats gave.
+        self._note_info({"model": message.model or None, "hop_us": message.hop_us})
+        self._note_latency(message, received_ns, now_s)
 
-    def _note_latency(self, header: dict, received_ns, now_s: float) -> None:
-        timings = header.get("timings_ms")
-        if isinstance(timings, dict):
-            for name in TIMING_NAMES:
-                value = timings.get(name)
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.timings_ms[name].append(float(value))
-        sent_ns = header.get("sent_ns")
-        if received_ns is None or not isinstance(sent_ns, int) or sent_ns <= 0:
+    def _note_latency(self, message: wire.Prediction, received_ns, now_s: float) -> None:
+        for name in TIMING_NAMES:
+            value = message.timings_ms.get(name)
+            if value is not None and math.isfinite(value):
+                self.timings_ms[name].append(float(value))
+        if received_ns is None or message.sent_ns <= 0:
             return
-        self.latency_ms.append((received_ns - sent_ns) / 1e6)
+        self.latency_ms.append((received_ns - message.sent_ns) / 1e6)
         if now_s - self._last_latency_point_s >= LATENCY_SAMPLE_S:
             p50, p99 = self.latency_percentiles_ms()
             self.latency_history.append((now_s, p50, p99))
             self._last_latency_point_s = now_s
 
-    def _apply_preview(self, message: wire.Message, received_ns, now_s: float) -> None:
-        if message.image is None:
-            raise _BadFields("bad_preview", "preview without an image")
+    def _apply_preview(self, message: wire.Preview, now_s: float) -> None:
         if self.image_version > self._image_taken:
             self.previews_superseded += 1
         self.image = message.image
-        t_start_us = message.header.get("t_start_us")
-        t_end_us = message.header.get("t_end_us")
-        self.image_t_end_us = t_end_us if isinstance(t_end_us, int) else None
+        self.image_t_end_us = message.t_end_us
         self.image_version += 1
         self.last_stream_message_s = now_s
         self.ended_reason = None
-        if isinstance(t_start_us, int) and isinstance(t_end_us, int) and t_end_us > t_start_us:
-            events = message.header.get("events")  # exact; the image saturates
-            if not isinstance(events, int) or isinstance(events, bool) or events < 0:
-                per_count = message.header.get("events_per_count", 1)
-                per_count = per_count if isinstance(per_count, int) and per_count > 0 else 1
-                events = int(message.image.sum(dtype=np.int64)) * per_count
-            self._preview_events.append((now_s, events, t_end_us - t_start_us))
+        if message.t_end_us > message.t_start_us:
+            span_us = message.t_end_us - message.t_start_us
+            self._preview_events.append((now_s, message.events, span_us))
             while self._preview_events and self._preview_events[0][0] < now_s - RATE_WINDOW_S:
                 self._preview_events.popleft()
 
-    def _apply_labels(self, message: wire.Message, received_ns, now_s: float) -> None:
-        segments = _segments(message.header)
-        self._new_source_session(message.header)
-        self.segments.extend(segments)
+    def _add_segments(self, segments) -> None:
+        merged = sorted([*self.segments, *segments], key=lambda s: (s.start_us, s.end_us))
+        self.segments = merged[-MAX_LABEL_SEGMENTS:]
         self.prediction_version += 1
 
-    def _apply_end(self, message: wire.Message, received_ns, now_s: float) -> None:
-        reason = message.header.get("reason")
-        self.ended_reason = str(reason) if reason else "end of stream"
-        self.prediction_version += 1
-
-    def _apply_stats(self, message: wire.Message, received_ns, now_s: float) -> None:
-        header = message.header
-        self._note_info(header)
-        names = header.get("class_names")
+    def _apply_stats(self, message: wire.Stats) -> None:
+        values = message.values
+        self._note_info(values)
+        names = values.get("class_names")
         if isinstance(names, list) and 0 < len(names) <= MAX_CLASSES:
             self.class_names = [str(name) for name in names]
         for name in ("dropped_events", "dropped_messages", "steps_skipped", "predictions_dropped"):
-            value = header.get(name)
+            value = values.get(name)
             if isinstance(value, int) and not isinstance(value, bool):
                 self.worker_counters[name] = value
-        missing = header.get("missing_messages")
+        missing = values.get("missing_messages")
         if isinstance(missing, dict):
             self.worker_counters["input_missing_messages"] = sum(
                 v for v in missing.values() if isinstance(v, int)
             )
-        received = header.get("events_received")
-        uptime_s = header.get("uptime_s")
+        received = values.get("events_received")
+        uptime_s = values.get("uptime_s")
         if self.stream is not None and isinstance(received, dict):
             events = received.get(self.stream)
             if isinstance(events, int) and isinstance(uptime_s, (int, float)):
@@ -340,9 +275,9 @@ class DashboardState:
                 if previous is not None and uptime_s > previous[0] and events >= previous[1]:
                     self.events_per_s = (events - previous[1]) / (uptime_s - previous[0])
 
-    def _note_info(self, header: dict) -> None:
+    def _note_info(self, values) -> None:
         for name in ("model", "device", "source", "hop_us", "steps", "T"):
-            value = header.get(name)
+            value = values.get(name)
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 self.info["T" if name == "steps" else name] = value
 
@@ -354,12 +289,9 @@ class DashboardState:
 
     # -- queries -----------------------------------------------------------------------
 
-    def truth_at(self, t_us: int) -> int | None:
-        """The ground-truth class at stream time ``t_us`` (the newest segment holding it)."""
-        for start_us, end_us, label in reversed(self.segments):
-            if start_us <= t_us < end_us or (start_us < t_us == end_us):
-                return label
-        return None
+    def truth_at(self, t_end_us: int) -> int | None:
+        """The ground-truth class of a hop ending at ``t_end_us`` (at its last µs)."""
+        return label_at(self.segments, t_end_us - 1)
 
     def take_image(self) -> np.ndarray | None:
         """The newest preview if the window has not drawn it yet, else None."""
@@ -408,7 +340,7 @@ class DashboardState:
         NaN between segments, so a plot draws each segment flat from start to end."""
         x: list[float] = []
         y: list[float] = []
-        for start_us, end_us, label in self.segments:
+        for label, start_us, end_us in self.segments:
             if end_us < t_from_us or start_us > t_to_us:
                 continue
             x += [start_us / 1e6, end_us / 1e6, math.nan]

@@ -104,6 +104,84 @@ def _send_end(
             return False
 
 
+class _Sender:
+    """Sends one stream's messages on the XPUB under the ``on_full`` policy (module
+    docstring), numbering them: ``seq`` advances also for a dropped message, so
+    receivers see the gap."""
+
+    def __init__(self, socket, stats: ProducerStats, on_full: str, stop_event: threading.Event):
+        self.socket = socket
+        self.stats = stats
+        self.on_full = on_full
+        self.stop_event = stop_event
+        self.seq = 0
+        self.first_events_s: float | None = None  # time.monotonic() at the first events message
+
+    def envelope(self) -> dict:
+        return {"stream": self.stats.stream_id, "session": self.stats.session, "seq": self.seq}
+
+    def send(self, message: wire.Message, events: int = 0) -> bool:
+        """Send one message; False if it was dropped, or not sent because of a stop."""
+        frames = wire.encode(message)
+        self.seq += 1
+        blocked_since = None
+        try:
+            while True:
+                try:
+                    self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                    self.stats.messages += 1
+                    return True
+                except zmq.Again:
+                    if self.on_full == "drop":
+                        self.stats.dropped_messages += 1
+                        self.stats.dropped_events += events
+                        return False
+                    # XPUB signals no POLLOUT readiness, so retry on a short timer.
+                    blocked_since = blocked_since or time.monotonic()
+                    if self.stop_event.wait(0.0005):
+                        return False
+        finally:
+            if blocked_since is not None:
+                self.stats.blocked_s += time.monotonic() - blocked_since
+
+
+def _publish(
+    source: Source,
+    sender: _Sender,
+    pacer: Pacer,
+    subscriptions: Subscriptions,
+    stop_event: threading.Event,
+) -> str:
+    """Pace and send everything the source yields; the reason it stopped."""
+    stats = sender.stats
+    for item in source.items(stop_event):
+        if stop_event.is_set():
+            return "stopped"
+        subscriptions.drain()
+        if isinstance(item, np.ndarray):
+            if len(item) == 0:
+                continue
+            first_us, last_us = int(item["timestamp"][0]), int(item["timestamp"][-1])
+            if not pacer.wait(first_us, last_us, stop_event):
+                return "stopped"
+            message = wire.Events(**sender.envelope(), events=item, sensor=source.sensor)
+            if sender.send(message, len(item)):
+                stats.event_messages += 1
+                stats.events += len(item)
+            if sender.first_events_s is None:
+                sender.first_events_s = time.monotonic()
+                stats.first_event_us = first_us
+            stats.last_event_us = last_us
+        elif isinstance(item, Labels):
+            if sender.send(wire.Labels(**sender.envelope(), segments=tuple(item.segments))):
+                stats.label_messages += 1
+        elif isinstance(item, SourceEnd):
+            return item.reason
+        else:
+            raise TypeError(f"source yielded {type(item).__name__}, not a SourceItem")
+    return "stopped" if stop_event.is_set() else "end of source"
+
+
 def run_producer(
     source: Source,
     endpoint: str = DEFAULT_ENDPOINT,
@@ -151,33 +229,7 @@ def run_producer(
         {name: wire.topic(name, stream_id) for name in ("labels", "end")},
     )
     pacer = Pacer(math.inf if source.live else speed)
-    seq = 0
-    started = None
-
-    def send(frames: list, events: int = 0) -> bool:
-        """Send one message; False if it was dropped, or not sent because of a stop."""
-        nonlocal seq
-        seq += 1  # also for a dropped message: receivers see the gap
-        blocked_since = None
-        try:
-            while True:
-                try:
-                    socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                    stats.messages += 1
-                    return True
-                except zmq.Again:
-                    if on_full == "drop":
-                        stats.dropped_messages += 1
-                        stats.dropped_events += events
-                        return False
-                    # XPUB signals no POLLOUT readiness, so retry on a short timer.
-                    blocked_since = blocked_since or time.monotonic()
-                    if stop_event.wait(0.0005):
-                        return False
-        finally:
-            if blocked_since is not None:
-                stats.blocked_s += time.monotonic() - blocked_since
-
+    sender = _Sender(socket, stats, on_full, stop_event)
     if on_bound is not None:
         on_bound(stats)
     reason = "stopped"
@@ -187,35 +239,8 @@ def run_producer(
             subscriptions.wait_for(wait_subscribers, stop_event, wait_timeout_s)
         elif settle_s > 0:
             stop_event.wait(settle_s)
-        for item in source.items(stop_event):
-            if stop_event.is_set():
-                break
-            subscriptions.drain()
-            if isinstance(item, np.ndarray):
-                if len(item) == 0:
-                    continue
-                first_us, last_us = int(item["timestamp"][0]), int(item["timestamp"][-1])
-                if not pacer.wait(first_us, last_us, stop_event):
-                    break
-                frames = wire.encode_events(stream_id, stats.session, seq, item, source.sensor)
-                if send(frames, len(item)):
-                    stats.event_messages += 1
-                    stats.events += len(item)
-                if started is None:
-                    started = time.monotonic()
-                    stats.first_event_us = first_us
-                stats.last_event_us = last_us
-            elif isinstance(item, Labels):
-                segments = [segment._asdict() for segment in item.segments]
-                if send(wire.encode_labels(stream_id, stats.session, seq, segments)):
-                    stats.label_messages += 1
-            elif isinstance(item, SourceEnd):
-                reason = item.reason
-                break
-            else:
-                raise TypeError(f"source yielded {type(item).__name__}, not a SourceItem")
-        else:
-            reason = "end of source"
+        if not stop_event.is_set():
+            reason = _publish(source, sender, pacer, subscriptions, stop_event)
         if stop_event.is_set():
             reason = "stopped"
     except Exception as error:
@@ -223,7 +248,8 @@ def run_producer(
         raise
     finally:
         stats.end_reason = reason
-        stats.wall_s = time.monotonic() - started if started is not None else 0.0
+        if sender.first_events_s is not None:
+            stats.wall_s = time.monotonic() - sender.first_events_s
         stats.max_lateness_s = pacer.max_lateness_s
         # Lossless and not stopped: slow subscribers get the whole queue and `end`.
         flush_ms = (
@@ -232,7 +258,7 @@ def run_producer(
         try:
             subscriptions.drain()
             stats.subscribers = subscriptions.count
-            end = wire.encode_end(stream_id, stats.session, seq, reason)
+            end = wire.encode(wire.End(**sender.envelope(), reason=reason))
             if _send_end(socket, end, flush_ms, stop_event):
                 stats.messages += 1
             else:

@@ -1,38 +1,49 @@
 """The ZeroMQ wire format between producer, worker and dashboard (protocol v1).
 
-Every message is multipart:
+One frozen dataclass per message type, each with its encoding and decoding:
+
+    ``Events``      a chunk of one stream's events (producer)
+    ``Labels``      ground-truth segments of a replay (producer; forwarded by the worker)
+    ``End``         end of a stream (producer; forwarded by the worker)
+    ``Prediction``  one network step's output for one stream (worker)
+    ``Preview``     a decimated count image of a stream for a display (worker)
+    ``Stats``       a worker's counters (worker)
+
+``encode(message)`` gives the frames to send, ``decode(frames)`` the message
+back. Every message is multipart:
 
     frame 0  topic    b"<type>/<stream id>/"  (PUB/SUB prefix filtering by type and stream)
     frame 1  header   UTF-8 JSON object, always with "v" (protocol version), "type",
                       "stream", "session", "seq" and "sent_ns"
-    frame 2  payload  only for type "events": the raw EVENT_DTYPE array (16 bytes/event)
+    frame 2  payload  ``Events``: the raw EVENT_DTYPE array (16 bytes/event);
+                      ``Preview``: ``uint8 [2, H, W]``; no other type has one
 
-Types: ``events`` (a chunk of one stream), ``labels`` (ground-truth segments of a
-replay), ``end`` (end of stream), ``prediction`` (a worker's output), ``stats``
-(a worker's counters) and ``preview`` (a decimated count image of a stream for
-a dashboard; its payload frame is ``uint8 [2, H, W]``). See
-docs/wire-protocol.md for every field. ``decode`` rejects anything malformed
-with a ``WireError`` that says what is wrong; receivers count and drop those
-(``WireStats``) and keep running.
+docs/wire-protocol.md lists every field. ``decode`` rejects anything malformed
+with a ``WireError`` whose ``reason`` says what is wrong; ``receive`` counts
+those (``WireStats``) and drops them, so receivers keep running.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from core.events import EVENT_DTYPE, SensorSize
+from core.labels import LabelSegment
 
 PROTOCOL_VERSION = 1
-MESSAGE_TYPES = ("events", "labels", "end", "prediction", "stats", "preview")
 MAX_PREVIEW_SIDE = 1024
 MAX_HEADER_BYTES = 1 << 20  # a header larger than this is garbage, not a message
 MAX_EVENTS_PER_MESSAGE = 1 << 26
+MAX_CLASSES = 1000
+MAX_SEGMENTS_PER_MESSAGE = 1 << 16
 
 
 class WireError(ValueError):
@@ -43,122 +54,364 @@ class WireError(ValueError):
         super().__init__(f"{reason}: {detail}")
 
 
-@dataclass(frozen=True)
-class Message:
-    """A decoded message: its header fields and, for ``events``, the event array."""
-
-    type: str
-    stream: str
-    session: str
-    seq: int
-    header: dict[str, Any]
-    events: np.ndarray | None = None
-    image: np.ndarray | None = None  # ``preview`` only: uint8 [2, H, W] counts (OFF, ON)
-
-    @property
-    def sensor(self) -> SensorSize:
-        return SensorSize(int(self.header["width"]), int(self.header["height"]))
-
-
 def topic(message_type: str, stream: str = "") -> bytes:
     """Topic prefix to subscribe to: ``topic("events")`` takes every stream's events."""
     return f"{message_type}/{stream}/".encode() if stream else f"{message_type}/".encode()
 
 
-def _frames(message_type: str, stream: str, session: str, seq: int, fields: dict) -> list:
-    if "/" in stream:
-        raise ValueError(f"stream id {stream!r} must not contain '/'")
-    header = {
-        "v": PROTOCOL_VERSION,
-        "type": message_type,
-        "stream": stream,
-        "session": session,
-        "seq": int(seq),
-        "sent_ns": time.time_ns(),
-        **fields,
-    }
-    return [topic(message_type, stream), json.dumps(header).encode()]
+# --- header field checks ------------------------------------------------------------------
 
 
-def encode_events(
-    stream: str, session: str, seq: int, events: np.ndarray, sensor: SensorSize
-) -> list:
-    """Frames of an ``events`` message; the array is sent as is, without a copy."""
-    if events.dtype != EVENT_DTYPE:
-        raise ValueError(f"events must have EVENT_DTYPE, got {events.dtype}")
-    events = np.ascontiguousarray(events)
-    count = len(events)
-    fields = {
-        "count": count,
-        "t_first_us": int(events["timestamp"][0]) if count else None,
-        "t_last_us": int(events["timestamp"][-1]) if count else None,
-        "width": int(sensor.width),
-        "height": int(sensor.height),
-        "dtype": "dv-event16",
-    }
-    return _frames("events", stream, session, seq, fields) + [memoryview(events).cast("B")]
+_REQUIRED = object()
 
 
-def encode_labels(
-    stream: str, session: str, seq: int, segments: list[dict], *, extra: dict | None = None
-) -> list:
-    """Ground truth of a replay: ``segments`` of ``{"label", "start_us", "end_us"}``.
-    ``extra`` adds header fields (a worker forwarding labels adds ``source_session``)."""
-    return _frames("labels", stream, session, seq, {**(extra or {}), "segments": segments})
+def _integer(header: Mapping, name: str, reason: str, default: Any = _REQUIRED) -> int:
+    """An int field (not a bool); ``default`` where the field is absent, if given."""
+    if name not in header and default is not _REQUIRED:
+        return default
+    value = header.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireError(reason, f"header field {name!r} is {value!r}")
+    return value
 
 
-def encode_end(
-    stream: str,
-    session: str,
-    seq: int,
-    reason: str = "end of source",
-    *,
-    extra: dict | None = None,
-) -> list:
-    return _frames("end", stream, session, seq, {**(extra or {}), "reason": reason})
+def _text(header: Mapping, name: str, reason: str, default: Any = _REQUIRED) -> str:
+    """A str field; ``default`` where the field is absent, if given."""
+    if name not in header and default is not _REQUIRED:
+        return default
+    value = header.get(name)
+    if not isinstance(value, str):
+        raise WireError(reason, f"header field {name!r} is {value!r}")
+    return value
 
 
-def encode_prediction(stream: str, session: str, seq: int, fields: dict) -> list:
-    return _frames("prediction", stream, session, seq, fields)
+def _payload_size(header: Mapping, dtype: str) -> tuple[int, int]:
+    """``(width, height)`` of a message whose payload must be of ``dtype``."""
+    if header.get("dtype") != dtype:
+        raise WireError("bad_dtype", f"dtype {header.get('dtype')!r}, expected {dtype!r}")
+    return _integer(header, "width", "bad_field"), _integer(header, "height", "bad_field")
 
 
-def encode_stats(stream: str, session: str, seq: int, fields: dict) -> list:
-    """A worker's counters (see docs/streaming.md); ``stream`` is ``""`` for the worker."""
-    return _frames("stats", stream, session, seq, fields)
+def _numbers(header: Mapping, name: str, reason: str) -> np.ndarray:
+    """A flat list of 1 to MAX_CLASSES finite numbers as float64."""
+    values = header.get(name)
+    if not isinstance(values, list) or not 0 < len(values) <= MAX_CLASSES:
+        raise WireError(reason, f"{name} is not a list of 1 to {MAX_CLASSES} numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise WireError(reason, f"{name} holds something other than numbers")
+    array = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise WireError(reason, f"{name} holds a number that is not finite")
+    return array
 
 
-def encode_preview(
-    stream: str,
-    session: str,
-    seq: int,
-    image: np.ndarray,
-    *,
-    t_start_us: int,
-    t_end_us: int,
-    events_per_count: int = 1,
-    events: int | None = None,
-) -> list:
+# --- the messages -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Message:
+    """What every message carries.
+
+    ``sent_ns`` is ``time.time_ns()`` at send (``encode`` stamps it when left at
+    0); a ``Prediction`` carries instead the send time of the newest events
+    message that went into it, so that receipt minus ``sent_ns`` is the latency
+    from the event source to the prediction (one clock only on one machine)."""
+
+    type: ClassVar[str]
+    stream: str
+    session: str
+    seq: int
+    sent_ns: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        """The header fields of this type (JSON values)."""
+        return {}
+
+    def payload(self) -> memoryview | None:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Events(Message):
+    """A chunk of events of one stream, from a sensor of ``sensor`` pixels."""
+
+    type: ClassVar[str] = "events"
+    events: np.ndarray  # EVENT_DTYPE; after decode a view on the received frame
+    sensor: SensorSize
+
+    def fields(self) -> dict[str, Any]:
+        count = len(self.events)
+        return {
+            "count": count,
+            "t_first_us": int(self.events["timestamp"][0]) if count else None,
+            "t_last_us": int(self.events["timestamp"][-1]) if count else None,
+            "width": int(self.sensor.width),
+            "height": int(self.sensor.height),
+            "dtype": "dv-event16",
+        }
+
+    def payload(self) -> memoryview:
+        if self.events.dtype != EVENT_DTYPE:
+            raise ValueError(f"events must have EVENT_DTYPE, got {self.events.dtype}")
+        return memoryview(np.ascontiguousarray(self.events)).cast("B")
+
+    @classmethod
+    def decode(cls, envelope: dict, header: Mapping, payload: memoryview) -> Events:
+        width, height = _payload_size(header, "dv-event16")
+        count = _integer(header, "count", "bad_field")
+        if not (0 <= count <= MAX_EVENTS_PER_MESSAGE) or width <= 0 or height <= 0:
+            raise WireError("bad_field", f"count {count}, sensor {width}x{height}")
+        if len(payload) != count * EVENT_DTYPE.itemsize:
+            raise WireError(
+                "size_mismatch",
+                f"payload of {len(payload)} bytes for {count} events "
+                f"({count * EVENT_DTYPE.itemsize} expected)",
+            )
+        events = np.frombuffer(payload, dtype=EVENT_DTYPE)
+        return cls(**envelope, events=events, sensor=SensorSize(width, height))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Labels(Message):
+    """Ground truth of a replay in the stream's event time. ``source_session`` is the
+    producer's session when a worker forwards the message (None from the producer)."""
+
+    type: ClassVar[str] = "labels"
+    segments: tuple[LabelSegment, ...]
+    source_session: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        segments = [
+            {"label": int(s.label), "start_us": int(s.start_us), "end_us": int(s.end_us)}
+            for s in self.segments
+        ]
+        extra = {} if self.source_session is None else {"source_session": self.source_session}
+        return {**extra, "segments": segments}
+
+    @classmethod
+    def decode(cls, envelope: dict, header: Mapping, payload: None) -> Labels:
+        raw = header.get("segments")
+        if not isinstance(raw, list) or len(raw) > MAX_SEGMENTS_PER_MESSAGE:
+            raise WireError("bad_labels", "segments is not a list (of at most 65,536)")
+        segments = []
+        for segment in raw:
+            if not isinstance(segment, dict):
+                raise WireError("bad_labels", f"segment {segment!r} is not an object")
+            segments.append(
+                LabelSegment(*(_integer(segment, k, "bad_labels") for k in LabelSegment._fields))
+            )
+        source_session = _text(header, "source_session", "bad_labels", None)
+        return cls(**envelope, segments=tuple(segments), source_session=source_session)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class End(Message):
+    """A stream ended (``reason``); ``source_session`` as for ``Labels``."""
+
+    type: ClassVar[str] = "end"
+    reason: str = "end of source"
+    source_session: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        extra = {} if self.source_session is None else {"source_session": self.source_session}
+        return {**extra, "reason": self.reason}
+
+    @classmethod
+    def decode(cls, envelope: dict, header: Mapping, payload: None) -> End:
+        reason = _text(header, "reason", "bad_end", "")
+        source_session = _text(header, "source_session", "bad_end", None)
+        return cls(**envelope, reason=reason, source_session=source_session)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Prediction(Message):
+    """The network's answer for one step (hop) of a stream; docs/streaming.md.
+
+    ``probs`` is the smoothed (EMA) class distribution, ``logits`` the step's raw
+    readout; ``top1`` indexes ``probs``. ``closed_by_sent_ns`` is the send time of
+    the events message that closed the step; ``timings_ms`` the worker's stages."""
+
+    type: ClassVar[str] = "prediction"
+    t_end_us: int  # the step's end in stream time: it holds events before this
+    hop_us: int
+    probs: np.ndarray  # float64 [C]
+    top1: int
+    top1_name: str = ""
+    top1_prob: float = math.nan
+    logits: np.ndarray | None = None  # float [C]
+    step: int = 0  # index of the step since the stream's (re)start
+    skipped: int = 0  # steps skipped just before this one (overload)
+    closed_by_sent_ns: int = 0
+    source_session: str = ""
+    model: str = ""
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def top1_raw(self) -> int | None:
+        """The top class of the step's own readout (no smoothing), if sent."""
+        return None if self.logits is None else int(np.argmax(self.logits))
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "t_end_us": int(self.t_end_us),
+            "hop_us": int(self.hop_us),
+            "step": int(self.step),
+            "skipped": int(self.skipped),
+            "probs": np.asarray(self.probs, dtype=np.float64).tolist(),
+            "logits": None if self.logits is None else np.asarray(self.logits, np.float64).tolist(),
+            "top1": int(self.top1),
+            "top1_name": self.top1_name,
+            "top1_prob": float(self.top1_prob),
+            "closed_by_sent_ns": int(self.closed_by_sent_ns),
+            "source_session": self.source_session,
+            "model": self.model,
+            "timings_ms": dict(self.timings_ms),
+        }
+
+    @classmethod
+    def decode(cls, envelope: dict, header: Mapping, payload: None) -> Prediction:
+        bad = "bad_prediction"
+        probs = _numbers(header, "probs", bad)
+        top1 = _integer(header, "top1", bad)
+        if not 0 <= top1 < len(probs):
+            raise WireError(bad, f"top1 {top1} outside the {len(probs)} classes")
+        logits = None if header.get("logits") is None else _numbers(header, "logits", bad)
+        if logits is not None and len(logits) != len(probs):
+            raise WireError(bad, f"{len(logits)} logits for {len(probs)} classes")
+        timings = header.get("timings_ms", {})
+        if not isinstance(timings, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in timings.values()
+        ):
+            raise WireError(bad, "timings_ms is not an object of numbers")
+        top1_prob = header.get("top1_prob", probs[top1])
+        if not isinstance(top1_prob, (int, float)) or isinstance(top1_prob, bool):
+            raise WireError(bad, f"top1_prob is {top1_prob!r}")
+        return cls(
+            **envelope,
+            t_end_us=_integer(header, "t_end_us", bad),
+            hop_us=_integer(header, "hop_us", bad),
+            probs=probs,
+            top1=top1,
+            top1_name=_text(header, "top1_name", bad, str(top1)),
+            top1_prob=float(top1_prob),
+            logits=logits,
+            step=_integer(header, "step", bad, 0),
+            skipped=_integer(header, "skipped", bad, 0),
+            closed_by_sent_ns=_integer(header, "closed_by_sent_ns", bad, envelope["sent_ns"]),
+            source_session=_text(header, "source_session", bad, ""),
+            model=_text(header, "model", bad, ""),
+            timings_ms={str(k): float(v) for k, v in timings.items()},
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Preview(Message):
     """A decimated count image of ``[t_start_us, t_end_us)`` of a stream for a display.
 
     ``image`` is ``uint8 [2, H, W]`` (polarity OFF, ON; saturating counts); one
-    count stands for ``events_per_count`` events when the events were sampled.
-    ``events`` is the exact number of events the image summarises (the image
-    saturates, so its sum can be lower)."""
-    image = np.ascontiguousarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != 2:
-        raise ValueError(f"preview image must be uint8 [2, H, W], got {image.dtype} {image.shape}")
-    fields = {
-        "width": int(image.shape[2]),
-        "height": int(image.shape[1]),
-        "dtype": "u8-2hw",
-        "t_start_us": int(t_start_us),
-        "t_end_us": int(t_end_us),
-        "events_per_count": int(events_per_count),
-        "events": int(image.sum(dtype=np.int64)) * int(events_per_count)
-        if events is None
-        else int(events),
+    count stands for ``events_per_count`` events when the events were sampled;
+    ``events`` is the exact number of events it summarises (the image saturates,
+    so its sum can be lower)."""
+
+    type: ClassVar[str] = "preview"
+    image: np.ndarray
+    t_start_us: int
+    t_end_us: int
+    events: int
+    events_per_count: int = 1
+
+    def fields(self) -> dict[str, Any]:
+        height, width = self.image.shape[1:]
+        return {
+            "width": int(width),
+            "height": int(height),
+            "dtype": "u8-2hw",
+            "t_start_us": int(self.t_start_us),
+            "t_end_us": int(self.t_end_us),
+            "events_per_count": int(self.events_per_count),
+            "events": int(self.events),
+        }
+
+    def payload(self) -> memoryview:
+        image = self.image
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != 2:
+            raise ValueError(
+                f"preview image must be uint8 [2, H, W], got {image.dtype} {image.shape}"
+            )
+        return memoryview(np.ascontiguousarray(image)).cast("B")
+
+    @classmethod
+    def decode(cls, envelope: dict, header: Mapping, payload: memoryview) -> Preview:
+        width, height = _payload_size(header, "u8-2hw")
+        if not (0 < width <= MAX_PREVIEW_SIDE and 0 < height <= MAX_PREVIEW_SIDE):
+            raise WireError("bad_field", f"preview of {width}x{height}")
+        if len(payload) != 2 * width * height:
+            raise WireError(
+                "size_mismatch",
+                f"payload of {len(payload)} bytes for a 2x{height}x{width} preview "
+                f"({2 * width * height} expected)",
+            )
+        image = np.frombuffer(payload, dtype=np.uint8).reshape(2, height, width)
+        t_start_us = _integer(header, "t_start_us", "bad_preview")
+        t_end_us = _integer(header, "t_end_us", "bad_preview")
+        per_count = _integer(header, "events_per_count", "bad_preview", 1)
+        if per_count < 1:
+            raise WireError("bad_preview", f"events_per_count {per_count}")
+        events = _integer(header, "events", "bad_preview", None)
+        if events is None or events < 0:  # a sender without the exact count: a lower bound
+            events = int(image.sum(dtype=np.int64)) * per_count
+        return cls(
+            **envelope,
+            image=image,
+            t_start_us=t_start_us,
+            t_end_us=t_end_us,
+            events=events,
+            events_per_count=per_count,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Stats(Message):
+    """A worker's counters, model, device and class names (stream ``""``): a JSON
+    object whose keys docs/streaming.md lists ("Stats messages")."""
+
+    type: ClassVar[str] = "stats"
+    values: Mapping[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    @classmethod
+    def decode(cls, envelope: dict, header: Mapping, payload: None) -> Stats:
+        envelope_keys = ("v", "type", "stream", "session", "seq", "sent_ns")
+        return cls(**envelope, values={k: v for k, v in header.items() if k not in envelope_keys})
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.type: cls for cls in (Events, Labels, End, Prediction, Preview, Stats)
+}
+_WITH_PAYLOAD = ("events", "preview")
+
+
+# --- encode and decode --------------------------------------------------------------------
+
+
+def encode(message: Message) -> list:
+    """The frames of ``message``; an event array or image is sent as is, without a copy."""
+    if "/" in message.stream:
+        raise ValueError(f"stream id {message.stream!r} must not contain '/'")
+    header = {
+        "v": PROTOCOL_VERSION,
+        "type": message.type,
+        "stream": message.stream,
+        "session": message.session,
+        "seq": int(message.seq),
+        "sent_ns": int(message.sent_ns) or time.time_ns(),
+        **message.fields(),
     }
-    return _frames("preview", stream, session, seq, fields) + [memoryview(image).cast("B")]
+    frames = [topic(message.type, message.stream), json.dumps(header).encode()]
+    payload = message.payload()
+    return frames if payload is None else [*frames, payload]
 
 
 def _buffer(frame) -> memoryview:
@@ -166,84 +419,50 @@ def _buffer(frame) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-def _require(header: dict, name: str, kind: type | tuple) -> Any:
-    value = header.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise WireError("bad_field", f"header field {name!r} is {value!r}")
-    return value
+def _header(frame) -> dict:
+    raw = _buffer(frame)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise WireError("bad_header", f"header of {len(raw)} bytes")
+    try:
+        header = json.loads(bytes(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WireError("bad_header", f"not JSON ({error})") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise WireError("bad_header", "JSON nested too deeply") from None
+    if not isinstance(header, dict):
+        raise WireError("bad_header", f"header is {type(header).__name__}, not an object")
+    return header
 
 
 def decode(frames: list) -> Message:
     """Decode and check one multipart message. Raises ``WireError`` on anything wrong.
 
-    The event array is a view on the received frame (no copy)."""
+    An event array or preview image is a view on the received frame (no copy)."""
     if len(frames) < 2:
         raise WireError("short_message", f"{len(frames)} frame(s), expected at least 2")
-    raw_header = _buffer(frames[1])
-    if len(raw_header) > MAX_HEADER_BYTES:
-        raise WireError("bad_header", f"header of {len(raw_header)} bytes")
-    try:
-        header = json.loads(bytes(raw_header))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WireError("bad_header", f"not JSON ({error})") from None
-    if not isinstance(header, dict):
-        raise WireError("bad_header", f"header is {type(header).__name__}, not an object")
+    header = _header(frames[1])
     if header.get("v") != PROTOCOL_VERSION:
         raise WireError("bad_version", f"version {header.get('v')!r}, expected {PROTOCOL_VERSION}")
     message_type = header.get("type")
     if message_type not in MESSAGE_TYPES:
         raise WireError("bad_type", f"type {message_type!r}")
-    stream = _require(header, "stream", str)
-    session = _require(header, "session", str)
-    seq = _require(header, "seq", int)
-    _require(header, "sent_ns", int)
-    events = image = None
-    if message_type == "events":
-        events = _decode_event_payload(header, frames)
-    elif message_type == "preview":
-        image = _decode_preview_payload(header, frames)
-    elif len(frames) != 2:
-        raise WireError("bad_frames", f"{message_type} message with {len(frames)} frames")
-    return Message(message_type, stream, session, seq, header, events, image)
-
-
-def _decode_event_payload(header: dict, frames: list) -> np.ndarray:
-    if len(frames) != 3:
-        raise WireError("bad_frames", f"events message with {len(frames)} frames, expected 3")
-    if header.get("dtype") != "dv-event16":
-        raise WireError("bad_dtype", f"dtype {header.get('dtype')!r}, expected 'dv-event16'")
-    count = _require(header, "count", int)
-    width = _require(header, "width", int)
-    height = _require(header, "height", int)
-    if not (0 <= count <= MAX_EVENTS_PER_MESSAGE) or width <= 0 or height <= 0:
-        raise WireError("bad_field", f"count {count}, sensor {width}x{height}")
-    payload = _buffer(frames[2])
-    if len(payload) != count * EVENT_DTYPE.itemsize:
+    envelope = {
+        "stream": _text(header, "stream", "bad_field"),
+        "session": _text(header, "session", "bad_field"),
+        "seq": _integer(header, "seq", "bad_field"),
+        "sent_ns": _integer(header, "sent_ns", "bad_field"),
+    }
+    expected_frames = 3 if message_type in _WITH_PAYLOAD else 2
+    if len(frames) != expected_frames:
         raise WireError(
-            "size_mismatch",
-            f"payload of {len(payload)} bytes for {count} events "
-            f"({count * EVENT_DTYPE.itemsize} expected)",
+            "bad_frames",
+            f"{message_type} message with {len(frames)} frames, expected {expected_frames}",
         )
-    return np.frombuffer(payload, dtype=EVENT_DTYPE)
+    payload = _buffer(frames[2]) if expected_frames == 3 else None
+    return MESSAGE_TYPES[message_type].decode(envelope, header, payload)
 
 
-def _decode_preview_payload(header: dict, frames: list) -> np.ndarray:
-    if len(frames) != 3:
-        raise WireError("bad_frames", f"preview message with {len(frames)} frames, expected 3")
-    if header.get("dtype") != "u8-2hw":
-        raise WireError("bad_dtype", f"dtype {header.get('dtype')!r}, expected 'u8-2hw'")
-    width = _require(header, "width", int)
-    height = _require(header, "height", int)
-    if not (0 < width <= MAX_PREVIEW_SIDE and 0 < height <= MAX_PREVIEW_SIDE):
-        raise WireError("bad_field", f"preview of {width}x{height}")
-    payload = _buffer(frames[2])
-    if len(payload) != 2 * width * height:
-        raise WireError(
-            "size_mismatch",
-            f"payload of {len(payload)} bytes for a 2x{height}x{width} preview "
-            f"({2 * width * height} expected)",
-        )
-    return np.frombuffer(payload, dtype=np.uint8).reshape(2, height, width)
+# --- receiving ----------------------------------------------------------------------------
 
 
 @dataclass

@@ -3,23 +3,19 @@ a trained test checkpoint, N-MNIST playlists, process trees."""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-import zmq
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.default_checkpoints import default_checkpoint
-from streamer import wire
-from streamer.demo import Child
+from streamer import pipeline, processes, wire
+from streamer.processes import Child
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINT = r"(tcp://127\.0\.0\.1:\d+)"
-log = logging.getLogger("tests.pipeline")
 
 
 def save_test_checkpoint(path: Path) -> Path:
@@ -45,45 +41,39 @@ def nmnist_playlist(tmp_path: Path, digits=range(5), per_digit: int = 1) -> Path
 
 def start_producer(*args: str, name: str = "producer") -> tuple[Child, str]:
     """``stcsnn produce`` in its own process on a free port (``--endpoint`` may override)."""
-    argv = ["--endpoint", "tcp://127.0.0.1:0", "--json", "--quiet", *args]
-    child = Child(name, "stcsnn.commands.produce", argv, cwd=str(ROOT))
-    endpoint = child.wait_for(r"publishing .* on " + ENDPOINT, 30).group(1)
-    return child, endpoint
+    child = processes.start_producer(
+        ["--json", "--quiet", *args], name=name, cwd=ROOT, timeout_s=30
+    )
+    return child, child.endpoint
 
 
 def start_worker(connect: str, *args: str, name: str = "worker") -> tuple[Child, str]:
     """``stcsnn worker`` in its own process, predictions on a free port."""
-    argv = ["--connect", connect, "--bind", "tcp://127.0.0.1:0", "--json", "--quiet", *args]
-    child = Child(name, "stcsnn.commands.worker", argv, cwd=str(ROOT))
-    endpoint = child.wait_for(r"predictions on " + ENDPOINT, 60).group(1)
-    return child, endpoint
+    child = processes.start_worker(
+        connect, ["--json", "--quiet", *args], name=name, cwd=ROOT, timeout_s=60
+    )
+    return child, child.endpoint
 
 
-class Subscriber:
-    """A SUB socket of the test on a worker's predictions."""
+class Subscriber(pipeline.Subscriber):
+    """The test's SUB socket on a worker's output, keeping what it received."""
 
     def __init__(self, endpoint: str, topics=(b"",)):
-        self.socket = zmq.Context.instance().socket(zmq.SUB)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVHWM, 100_000)
-        for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic)
-        self.socket.connect(endpoint)
-        self.stats = wire.WireStats()
+        super().__init__(endpoint, topics)
         self.messages: list[wire.Message] = []
 
     def collect(self, until, timeout_s: float = 20.0, children=()) -> list[wire.Message]:
         """Receive until ``until(message)`` is true; fail on timeout or a dead child."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            message = wire.receive(self.socket, self.stats, log, timeout_ms=100)
-            if message is None:
+            received = self.receive(timeout_ms=100)
+            if received is None:
                 for child in children:
                     if child.returncode not in (None, 0):
                         raise AssertionError(child.failure(f"exited with {child.returncode}"))
                 continue
-            self.messages.append(message)
-            if until(message):
+            self.messages.append(received[0])
+            if until(received[0]):
                 return self.messages
         tails = "\n".join(child.failure("(still running)") for child in children)
         raise AssertionError(
@@ -93,12 +83,9 @@ class Subscriber:
     def of_type(self, message_type: str) -> list[wire.Message]:
         return [m for m in self.messages if m.type == message_type]
 
-    def close(self) -> None:
-        self.socket.close(0)
-
 
 def predictions_logits(messages) -> np.ndarray:
-    return np.array([m.header["logits"] for m in messages if m.type == "prediction"])
+    return np.array([m.logits for m in messages if isinstance(m, wire.Prediction)])
 
 
 def _ppid_and_state(pid: int) -> tuple[int, str] | None:

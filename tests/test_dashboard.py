@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from core.class_names import DVS_GESTURE
+from core.labels import LabelSegment
 from streamer import wire
 from streamer.dashboard import DashboardWindow, application, dispose
 from streamer.dashboard_feed import SUBSCRIBED_TYPES, DashboardFeed
@@ -29,8 +30,34 @@ ROOT = Path(__file__).resolve().parent.parent
 GESTURES = list(DVS_GESTURE)
 
 
+def preview_message(image: np.ndarray, *, t_end_us: int = 33_000, seq: int = 1) -> wire.Preview:
+    return wire.Preview(
+        stream="s1",
+        session="worker1",
+        seq=seq,
+        image=image,
+        t_start_us=t_end_us - 33_000,
+        t_end_us=t_end_us,
+        events=int(image.sum(dtype=np.int64)),
+    )
+
+
+def header_frames(message_type: str, fields: dict, seq: int) -> list[bytes]:
+    """[topic, header] of a message built by hand (what no encoder would write)."""
+    header = {
+        "v": wire.PROTOCOL_VERSION,
+        "type": message_type,
+        "stream": "s1",
+        "session": "worker1",
+        "seq": seq,
+        "sent_ns": time.time_ns(),
+        **fields,
+    }
+    return [wire.topic(message_type, "s1"), json.dumps(header).encode()]
+
+
 class Publisher:
-    """An XPUB on loopback standing in for the worker's prediction socket (real encoders)."""
+    """An XPUB on loopback standing in for the worker's prediction socket (real encoder)."""
 
     def __init__(self):
         self.socket = zmq.Context.instance().socket(zmq.XPUB)
@@ -55,6 +82,12 @@ class Publisher:
         self.seq += 1
         return self.seq
 
+    def publish(self, message: wire.Message) -> None:
+        self.send(wire.encode(message))
+
+    def envelope(self) -> dict:
+        return {"stream": "s1", "session": "worker1", "seq": self.next_seq()}
+
     def stats(self, **fields) -> None:
         fields = {
             "model": "dvsgesture",
@@ -64,13 +97,14 @@ class Publisher:
             "class_names": GESTURES,
             **fields,
         }
-        self.send(wire.encode_stats("", "worker1", self.next_seq(), fields))
+        self.publish(wire.Stats(stream="", session="worker1", seq=self.next_seq(), values=fields))
 
     def prediction(self, t_end_us: int, probs, **extra) -> None:
-        probs = [float(p) for p in probs]
+        probs = np.asarray(probs, np.float64)
         top1 = int(np.argmax(probs))
         fields = {
             "t_end_us": t_end_us,
+            "hop_us": 250_000,
             "probs": probs,
             "top1": top1,
             "top1_name": GESTURES[top1],
@@ -79,20 +113,17 @@ class Publisher:
             "timings_ms": {"receive": 0.2, "compress": 0.3, "infer": 2.0, "publish": 0.1},
             **extra,
         }
-        self.send(wire.encode_prediction("s1", "worker1", self.next_seq(), fields))
+        self.publish(wire.Prediction(**self.envelope(), **fields))
 
     def preview(self, image: np.ndarray, t_end_us: int = 33_000) -> None:
-        frames = wire.encode_preview(
-            "s1", "worker1", self.next_seq(), image, t_start_us=t_end_us - 33_000, t_end_us=t_end_us
-        )
-        self.send(frames)
+        self.publish(preview_message(image, t_end_us=t_end_us, seq=self.next_seq()))
 
     def labels(self, segments) -> None:
-        segments = [{"label": c, "start_us": a, "end_us": b} for c, a, b in segments]
-        frames = wire.encode_labels(
-            "s1", "worker1", self.next_seq(), segments, extra={"source_session": "producer1"}
-        )
-        self.send(frames)
+        segments = tuple(LabelSegment(c, a, b) for c, a, b in segments)
+        self.publish(wire.Labels(**self.envelope(), segments=segments, source_session="producer1"))
+
+    def end(self, reason: str) -> None:
+        self.publish(wire.End(**self.envelope(), reason=reason))
 
     def close(self) -> None:
         self.socket.close(0)
@@ -209,11 +240,11 @@ def test_malformed_messages_are_counted_and_shown_and_drawing_goes_on(running):
     pub, state, window = running.publisher, running.state, running.window
     pub.send([b"prediction/s1/", b"{not json"])
     pub.send([b"prediction/s1/", json.dumps({"v": 99, "type": "prediction"}).encode()])
-    header = wire.encode_preview("s1", "w", 1, gesture_image(), t_start_us=0, t_end_us=1)[1]
+    header = wire.encode(preview_message(gesture_image()))[1]
     pub.send([b"preview/s1/", bytes(header), b"short payload"])
     pub.send([b"stats/"])
-    bad = {"t_end_us": 10_000, "probs": [0.5, "x"], "top1": 0}
-    pub.send(wire.encode_prediction("s1", "worker1", pub.next_seq(), bad))
+    bad = {"t_end_us": 10_000, "hop_us": 250_000, "probs": [0.5, "x"], "top1": 0}
+    pub.send(header_frames("prediction", bad, pub.next_seq()))
     pub.prediction(20_000, np.full(11, 1 / 11))
     running.until(lambda: state.predictions == 1)
     assert dict(state.malformed) == {
@@ -240,7 +271,7 @@ def test_stalled_then_ended_stream_is_shown():
         pub.stats()  # the worker is alive, only the stream is quiet
         run.until(lambda: "worker alive" in window.status_label.text())
         assert window.connection_label.text() == "STALLED"
-        pub.send(wire.encode_end("s1", "worker1", pub.next_seq(), "replay done: 3 sample(s)"))
+        pub.end("replay done: 3 sample(s)")
         run.until(lambda: window.connection_label.text() == "ENDED")
         assert "replay done: 3 sample(s)" in window.status_label.text()
         assert state.predictions == 1

@@ -2,74 +2,19 @@
 worker` (the default checkpoint) as processes -> the window in this process, offscreen.
 
 Checks that what the worker really sends (field names, class names, previews,
-forwarded labels and end) lands in the panels. Skips without the worker or the data."""
+forwarded labels and end) lands in the panels. Skips without the data."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
+from streamer.processes import Supervisor, start_producer, start_worker
 from tests.conftest import shared_path
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINT = r"(tcp://127\.0\.0\.1:\d+)"
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("streamer.worker") is None
-    or importlib.util.find_spec("stcsnn.commands.worker") is None,
-    reason="the worker (streamer/worker.py) is not in this checkout",
-)
-
-
-class Child:
-    """A stcsnn command in its own process; stderr collected for endpoints and errors."""
-
-    def __init__(self, module: str, *args: str):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, pattern: str, timeout_s: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                found = re.search(pattern, line)
-                if found:
-                    return found.group(1)
-            assert self.process.poll() is None, "\n".join(self.lines[-10:])
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in: " + "\n".join(self.lines[-10:]))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def test_real_pipeline_fills_every_panel(tmp_path):
@@ -81,26 +26,29 @@ def test_real_pipeline_fills_every_panel(tmp_path):
     samples = [sorted((root / str(d)).glob("*.bin"))[0] for d in (1, 7, 3)]
     playlist = tmp_path / "samples.txt"
     playlist.write_text("\n".join(str(p) for p in samples) + "\n")
-    children = []
+    supervisor = Supervisor()
     window = feed = None
     try:
-        producer = Child(
-            "stcsnn.commands.produce",
-            *("--replay", str(playlist), "--speed", "2", "--stream-id", "nmnist"),
-            *("--endpoint", "tcp://127.0.0.1:0", "--wait-subscribers", "1", "--lossless"),
+        producer = supervisor.start(
+            start_producer(
+                ["--replay", str(playlist), "--speed", "2", "--stream-id", "nmnist"]
+                + ["--wait-subscribers", "1", "--lossless"],
+                cwd=ROOT,
+                timeout_s=60,
+            )
         )
-        children.append(producer)
-        producer_endpoint = producer.wait_for(r"publishing .* on " + ENDPOINT)
-        worker = Child(
-            "stcsnn.commands.worker",
-            *("--connect", producer_endpoint, "--bind", "tcp://127.0.0.1:0"),
-            *("--wait-subscribers", "1", "--lossless"),
+        worker = supervisor.start(
+            start_worker(
+                producer.endpoint,
+                ["--wait-subscribers", "1", "--lossless"],
+                cwd=ROOT,
+                timeout_s=60,
+            )
         )
-        children.append(worker)
-        worker_endpoint = worker.wait_for(r"predictions on " + ENDPOINT)
+        assert worker.ready["hop_us"] > 0 and worker.ready["device"]
         app = application()
         state = DashboardState()
-        feed = DashboardFeed([worker_endpoint], state)
+        feed = DashboardFeed([worker.endpoint], state)
         window = DashboardWindow(state, feed, source="3 N-MNIST samples")
         window.show()
         deadline = time.monotonic() + 60
@@ -116,7 +64,7 @@ def test_real_pipeline_fills_every_panel(tmp_path):
         assert window.images_drawn >= 1 and window.image_item.image.any()
         assert state.class_names == [str(d) for d in range(10)]
         assert len(window.bars.opts["width"]) == 10
-        assert [label for _, _, label in state.segments] == [1, 7, 3]
+        assert [segment.label for segment in state.segments] == [1, 7, 3]
         _, truth = window.truth_curve.getData()
         assert set(truth[np.isfinite(truth)]) == {1.0, 3.0, 7.0}
         assert state.scored > 0  # predictions with ground truth beside them
@@ -130,5 +78,4 @@ def test_real_pipeline_fills_every_panel(tmp_path):
             dispose(window)
         if feed is not None:
             feed.close()
-        for child in reversed(children):
-            child.stop()
+        supervisor.stop_all()

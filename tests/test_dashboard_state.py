@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from core.labels import LabelSegment
 from streamer import wire
 from streamer.dashboard_state import (
     OFF_RGB,
@@ -17,6 +18,7 @@ from streamer.dashboard_state import (
 )
 
 NAMES = ["zero", "one", "two"]
+TIMINGS_MS = {"receive": 0.1, "compress": 0.2, "infer": 1.5, "publish": 0.05}
 
 
 class FakeClock:
@@ -33,58 +35,92 @@ def decoded(frames: list) -> wire.Message:
     return wire.decode([bytes(f) for f in frames])
 
 
-def prediction(seq, t_end_us, probs, *, stream="s1", session="w1", sent_ns=None, **extra):
-    probs = list(probs)
+def sent(message: wire.Message) -> wire.Message:
+    """``message`` as a receiver gets it: encoded, then decoded."""
+    return decoded(wire.encode(message))
+
+
+def raw_frames(message_type: str, fields: dict, *, stream="s1", seq=1) -> list[bytes]:
+    """[topic, header] of a message built by hand (what no encoder would write)."""
+    header = {
+        "v": wire.PROTOCOL_VERSION,
+        "type": message_type,
+        "stream": stream,
+        "session": "w1",
+        "seq": seq,
+        "sent_ns": 1,
+        **fields,
+    }
+    return [wire.topic(message_type, stream), json.dumps(header).encode()]
+
+
+def deliver(state: DashboardState, frames: list) -> None:
+    """What the dashboard's feed does with each message it receives."""
+    try:
+        message = decoded(frames)
+    except wire.WireError as error:
+        state.note_malformed(error.reason)
+        return
+    state.apply(message)
+
+
+def prediction(seq, t_end_us, probs, *, stream="s1", session="w1", sent_ns=0, **extra):
+    probs = np.asarray(probs, np.float64)
     top1 = int(np.argmax(probs))
     fields = {
-        "t_end_us": t_end_us,
-        "probs": probs,
-        "top1": top1,
         "top1_name": NAMES[top1] if len(probs) == len(NAMES) else str(top1),
         "source_session": "p1",
-        "timings_ms": {"receive": 0.1, "compress": 0.2, "infer": 1.5, "publish": 0.05},
+        "timings_ms": TIMINGS_MS,
         **extra,
     }
-    if sent_ns is not None:
-        fields["sent_ns"] = sent_ns
-    return decoded(wire.encode_prediction(stream, session, seq, fields))
+    message = wire.Prediction(
+        stream=stream,
+        session=session,
+        seq=seq,
+        sent_ns=sent_ns,
+        t_end_us=t_end_us,
+        hop_us=100_000,
+        probs=probs,
+        top1=top1,
+        **fields,
+    )
+    return sent(message)
 
 
 def preview(seq, image, *, stream="s1", t_start_us=0, t_end_us=33_000, per_count=1, events=-1):
     """A preview message; ``events`` sets the header's exact count (None: no such field,
-    -1: what the encoder writes)."""
-    frames = wire.encode_preview(
-        stream,
-        "w1",
-        seq,
-        image,
+    -1: the image's counts times ``per_count``)."""
+    message = wire.Preview(
+        stream=stream,
+        session="w1",
+        seq=seq,
+        image=image,
         t_start_us=t_start_us,
         t_end_us=t_end_us,
+        events=int(image.sum(dtype=np.int64)) * per_count if events in (-1, None) else events,
         events_per_count=per_count,
     )
-    if events != -1:
+    frames = wire.encode(message)
+    if events is None:
         header = json.loads(bytes(frames[1]))
-        header.pop("events", None)
-        if events is not None:
-            header["events"] = events
+        del header["events"]
         frames = [frames[0], json.dumps(header).encode(), frames[2]]
     return decoded(frames)
 
 
 def labels(seq, segments, *, stream="s1"):
-    return decoded(
-        wire.encode_labels(
-            stream,
-            "w1",
-            seq,
-            [{"label": c, "start_us": a, "end_us": b} for c, a, b in segments],
-            extra={"source_session": "p1"},
-        )
+    message = wire.Labels(
+        stream=stream,
+        session="w1",
+        seq=seq,
+        segments=tuple(LabelSegment(c, a, b) for c, a, b in segments),
+        source_session="p1",
     )
+    return sent(message)
 
 
 def stats(seq, **fields):
-    return decoded(wire.encode_stats("", "w1", seq, fields))
+    return sent(wire.Stats(stream="", session="w1", seq=seq, values=fields))
 
 
 def test_prediction_sets_bars_names_timeline_and_latency():
@@ -124,6 +160,27 @@ def test_ground_truth_missing_outside_label_segments():
     x_s, y = state.truth_steps(400_000, 2_000_000)  # the first segment ends before the view
     np.testing.assert_allclose(x_s, [0.5, 0.8, np.nan])
     np.testing.assert_allclose(y, [0, 0, np.nan])
+
+
+def test_ground_truth_is_the_label_at_the_hops_last_microsecond():
+    """A hop ending at ``t_end_us`` holds events before it: its truth is the label at
+    ``t_end_us - 1`` (a hop ending where a segment starts has none of its events)."""
+    state = DashboardState()
+    state.apply(labels(1, [(1, 0, 300_000), (2, 300_000, 500_000), (0, 600_000, 800_000)]))
+    ends = (1, 300_000, 300_001, 500_000, 500_001, 600_000, 600_001, 800_000, 800_001)
+    for seq, t in enumerate(ends, start=2):
+        state.apply(prediction(seq, t, [0.2, 0.5, 0.3]))
+    truths = [e.truth for e in state.timeline]
+    assert truths == [1, 1, 2, 2, None, None, 0, 0, None]
+    assert [state.truth_at(t) for t in (0, 1)] == [None, 1]
+
+
+def test_label_messages_are_merged_in_time_order():
+    state = DashboardState()
+    state.apply(labels(1, [(0, 500_000, 800_000)]))
+    state.apply(labels(2, [(1, 0, 300_000)]))
+    assert state.segments == [LabelSegment(1, 0, 300_000), LabelSegment(0, 500_000, 800_000)]
+    assert [state.truth_at(t) for t in (100_000, 400_000, 600_000)] == [1, None, 0]
 
 
 def test_timeline_keeps_only_its_span_and_restarts_with_a_new_producer_session():
@@ -186,35 +243,63 @@ def test_stats_fill_status_and_worker_drop_counters():
     assert state.worker_counters["input_missing_messages"] == 3
 
 
+DROP = object()  # a header field left out
+GOOD_PREDICTION = {"t_end_us": 1, "hop_us": 1_000, "probs": [0.5, 0.5], "top1": 0}
+
+
+def prediction_frames(**changes) -> list[bytes]:
+    fields = {**GOOD_PREDICTION, **changes}
+    return raw_frames("prediction", {k: v for k, v in fields.items() if v is not DROP})
+
+
+def test_a_hand_built_prediction_is_taken():
+    state = DashboardState()
+    deliver(state, prediction_frames())
+    assert not state.malformed and state.top1 == 0 and state.class_names == ["0", "1"]
+
+
 @pytest.mark.parametrize(
-    ("fields", "reason"),
+    ("changes", "field"),
     [
-        ({"t_end_us": 1, "probs": "high"}, "bad_prediction"),
-        ({"t_end_us": 1, "probs": [0.5, "x"]}, "bad_prediction"),
-        ({"t_end_us": 1, "probs": [[0.5], [0.5]]}, "bad_prediction"),
-        ({"t_end_us": 1, "probs": [0.5, float("nan")]}, "bad_prediction"),
-        ({"t_end_us": 1, "probs": []}, "bad_prediction"),
-        ({"t_end_us": "late", "probs": [0.5, 0.5]}, "bad_prediction"),
-        ({"probs": [0.5, 0.5]}, "bad_prediction"),
+        ({"probs": "high"}, "probs"),
+        ({"probs": [0.5, "x"]}, "probs"),
+        ({"probs": [[0.5], [0.5]]}, "probs"),
+        ({"probs": [0.5, float("nan")]}, "probs"),
+        ({"probs": []}, "probs"),
+        ({"t_end_us": "late"}, "t_end_us"),
+        ({"t_end_us": DROP}, "t_end_us"),
+        ({"hop_us": DROP}, "hop_us"),
+        ({"top1": DROP}, "top1"),
+        ({"top1": True}, "top1"),
+        # A top-1 outside the probabilities is not the sender's argmax: it is rejected.
+        ({"top1": 7}, "top1"),
+        ({"top1": -1}, "top1"),
+        ({"logits": [1.0, 2.0, 3.0]}, "logits"),
+        ({"timings_ms": {"infer": "slow"}}, "timings_ms"),
     ],
 )
-def test_odd_prediction_fields_are_counted_not_raised(fields, reason):
+def test_odd_prediction_fields_are_counted_not_raised(changes, field):
+    frames = prediction_frames(**changes)
+    with pytest.raises(wire.WireError, match=field) as error:
+        decoded(frames)
+    assert error.value.reason == "bad_prediction"
     state = DashboardState()
-    state.apply(decoded(wire.encode_prediction("s1", "w1", 1, fields)))
-    assert state.malformed[reason] == 1
-    assert state.probabilities is None and not state.timeline
+    deliver(state, frames)
+    assert dict(state.malformed) == {"bad_prediction": 1}
+    assert state.probabilities is None and not state.timeline and state.predictions == 0
 
 
 def test_odd_labels_and_stats_are_counted_not_raised():
     state = DashboardState()
-    state.apply(decoded(wire.encode_labels("s1", "w1", 1, [{"label": 1, "start_us": "a"}])))
-    state.apply(decoded(wire.encode_labels("s1", "w1", 2, ["not a segment"])))
+    deliver(state, raw_frames("labels", {"segments": [{"label": 1, "start_us": "a"}]}))
+    deliver(state, raw_frames("labels", {"segments": ["not a segment"]}, seq=2))
+    deliver(state, raw_frames("labels", {"segments": "0-10"}, seq=3))
     state.apply(stats(1, class_names="abc", hop_us=[1], events_received=7, uptime_s="x"))
-    assert state.malformed["bad_labels"] == 2
+    assert dict(state.malformed) == {"bad_labels": 3}
+    assert not state.segments
     assert state.class_names == [] and "hop_us" not in state.info
-    # A top-1 outside the probabilities is replaced by their argmax.
-    state.apply(prediction(3, 10, [0.1, 0.9, 0.0], top1=7))
-    assert state.top1 == 1
+    deliver(state, raw_frames("end", {"reason": 3}, seq=4))
+    assert state.malformed["bad_end"] == 1 and state.ended_reason is None
 
 
 def test_other_streams_are_ignored_and_counted():
@@ -254,7 +339,7 @@ def test_connection_waiting_live_stalled_ended():
     assert "no message for 6.5 s" in state.connection().detail
     state.peers_connected = 0
     assert "publisher disconnected" in state.connection().detail
-    state.apply(decoded(wire.encode_end("s1", "w1", 2, "replay done")))
+    state.apply(sent(wire.End(stream="s1", session="w1", seq=2, reason="replay done")))
     assert state.connection().state == "ended" and state.connection().detail == "replay done"
     state.apply(prediction(3, 2000, [0.1, 0.2, 0.7]))
     assert state.connection().state == "live"

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from core.labels import LabelSegment
 from streamer import wire
-from streamer.demo import PredictionLog, summarise
+from streamer.prediction_log import PredictionLog, summarise
 from tests.pipeline_helpers import (
     ROOT,
     descendants,
@@ -23,7 +25,7 @@ from tests.pipeline_helpers import (
     wait_gone,
 )
 
-DEMO = [sys.executable, "-m", "stcsnn.commands.demo"]
+DEMO = [sys.executable, "-m", "stcsnn", "demo"]
 
 
 def _demo(*args: str, **popen) -> subprocess.Popen:
@@ -153,18 +155,25 @@ def test_bad_options_are_refused_before_anything_starts():
 # --- the summary, on hand-made messages ---------------------------------------------------
 
 
-def _message(message_type: str, stream: str = "s", **header) -> wire.Message:
-    return wire.Message(message_type, stream, "w", 0, {"sent_ns": 0, **header})
+ENVELOPE = {"stream": "s", "session": "w", "seq": 0}
+
+
+def _prediction(t_end_us: int, top1: int, logits: list[float], **fields) -> wire.Prediction:
+    probs = np.full(len(logits), 1.0 / len(logits))
+    fields = {"hop_us": 100, **fields}
+    return wire.Prediction(
+        **ENVELOPE, t_end_us=t_end_us, top1=top1, probs=probs, logits=np.array(logits), **fields
+    )
 
 
 def test_streaming_accuracy_takes_the_last_hop_ending_within_each_segment():
     log = PredictionLog()
-    segments = [
-        {"label": 1, "start_us": 0, "end_us": 300},
-        {"label": 2, "start_us": 300, "end_us": 550},
-        {"label": 3, "start_us": 550, "end_us": 560},  # shorter than a hop: no prediction
-    ]
-    log.add(_message("labels", segments=segments), 0)
+    segments = (
+        LabelSegment(1, 0, 300),
+        LabelSegment(2, 300, 550),
+        LabelSegment(3, 550, 560),  # shorter than a hop: no prediction
+    )
+    log.add(wire.Labels(**ENVELOPE, segments=segments), 0)
     # hops of 100 µs: (t_end, smoothed top-1, raw readout argmax)
     for t_end, top1, raw in [
         (100, 0, 1),
@@ -176,14 +185,12 @@ def test_streaming_accuracy_takes_the_last_hop_ending_within_each_segment():
     ]:
         logits = [0.0] * 4
         logits[raw] = 1.0
-        log.add(
-            _message(
-                "prediction", t_end_us=t_end, top1=top1, logits=logits, hop_us=100,
-                sent_ns=1_000_000, closed_by_sent_ns=2_000_000, timings_ms={"worker": 0.5},
-            ),
-            3_000_000,
+        prediction = _prediction(
+            t_end, top1, logits, sent_ns=1_000_000, closed_by_sent_ns=2_000_000,
+            timings_ms={"worker": 0.5},
         )  # fmt: skip
-    log.add(_message("end"), 0)
+        log.add(prediction, 3_000_000)
+    log.add(wire.End(**ENVELOPE), 0)
     accuracy = log.accuracy()
     assert accuracy == {
         "segments": 3,
@@ -206,7 +213,7 @@ def test_streaming_accuracy_takes_the_last_hop_ending_within_each_segment():
 
 def test_an_unlabelled_stream_has_no_streaming_accuracy():
     log = PredictionLog()
-    log.add(_message("prediction", t_end_us=1, top1=0, logits=[1.0], sent_ns=0), 1)
+    log.add(_prediction(1, 0, [1.0], sent_ns=1), 1)
     assert summarise(log, None, None)["streaming_accuracy"] is None
 
 
@@ -220,7 +227,7 @@ def test_closing_the_dashboard_ends_the_demo(tmp_path):
     try:
         _wait_for_prediction_line(demo)
         children = descendants(demo.pid)
-        dashboards = [pid for pid in children if "stcsnn.commands.dashboard" in _cmdline(pid)]
+        dashboards = [pid for pid in children if "stcsnn dashboard" in _cmdline(pid)]
         assert len(dashboards) == 1, [_cmdline(pid) for pid in children]
         time.sleep(3)  # let the window come up (a SIGINT during its imports is a traceback)
         os.kill(dashboards[0], signal.SIGINT)  # the dashboard's own clean quit, as a closed window

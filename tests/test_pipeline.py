@@ -53,7 +53,7 @@ def test_replayed_nmnist_predictions_equal_offline_evaluation_of_the_same_window
         if isinstance(item, np.ndarray):
             chunks.append(item)
         elif isinstance(item, Labels):
-            segments += [segment._asdict() for segment in item.segments]
+            segments += item.segments
     events = concat_events(chunks)
     model, config, _ = load_checkpoint(checkpoint)
     t0 = int(events["timestamp"][0]) - int(events["timestamp"][0]) % HOP_US
@@ -64,11 +64,9 @@ def test_replayed_nmnist_predictions_equal_offline_evaluation_of_the_same_window
         expected_logits = model(clip[:, None])[:, 0].numpy()
     assert expected_logits.std(axis=0).max() > 0.1  # a readout that moves: a real comparison
     predictions = sub.of_type("prediction")
-    assert [p.header["step"] for p in predictions] == list(range(steps))
-    assert [p.header["t_end_us"] for p in predictions] == [
-        t0 + HOP_US * (k + 1) for k in range(steps)
-    ]
-    logits = np.array([p.header["logits"] for p in predictions])
+    assert [p.step for p in predictions] == list(range(steps))
+    assert [p.t_end_us for p in predictions] == [t0 + HOP_US * (k + 1) for k in range(steps)]
+    logits = np.array([p.logits for p in predictions])
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-4)
     # The smoothed probabilities: an EMA of the readout, tau from the checkpoint.
     decay = math.exp(-HOP_US / config.stream_ema_tau_us)
@@ -77,14 +75,14 @@ def test_replayed_nmnist_predictions_equal_offline_evaluation_of_the_same_window
         smoothed = (weights[-k - 1 :, None] * expected_logits[: k + 1]).sum(0)
         smoothed /= weights[-k - 1 :].sum()
         probs = np.exp(smoothed - smoothed.max())
-        np.testing.assert_allclose(predictions[k].header["probs"], probs / probs.sum(), atol=1e-5)
+        np.testing.assert_allclose(predictions[k].probs, probs / probs.sum(), atol=1e-5)
     # Ground truth is forwarded, in order, before the predictions it covers.
-    forwarded = [s for m in sub.of_type("labels") for s in m.header["segments"]]
-    assert forwarded == segments and [s["label"] for s in segments] == [0, 1, 2, 3, 4]
-    stats = worker.json_output()
+    forwarded = [s for m in sub.of_type("labels") for s in m.segments]
+    assert forwarded == segments and [s.label for s in segments] == [0, 1, 2, 3, 4]
+    stats = worker.result()
     assert stats["dropped_events"] == 0 and stats["steps_skipped"] == 0
     assert stats["streams"]["replay"]["events"] == len(events)
-    assert producer.json_output()["events"] == len(events)
+    assert producer.result()["events"] == len(events)
 
 
 def _synthetic_producer(*extra: str):
@@ -104,17 +102,13 @@ def test_producer_restart_mid_stream_resets_the_worker_state(tmp_path):
     second = None
     try:
         children = (first, worker)
-        sub.collect(lambda m: m.type == "prediction" and m.header["step"] >= 10, 20, children)
-        first_session = sub.of_type("prediction")[0].header["source_session"]
+        sub.collect(lambda m: m.type == "prediction" and m.step >= 10, 20, children)
+        first_session = sub.of_type("prediction")[0].source_session
         first.signal(signal.SIGKILL)  # no end message: the worker only sees a new session
         first.process.wait(5)
         second, _ = _synthetic_producer("--endpoint", endpoint, "--settle-s", "0")
         sub.collect(
-            lambda m: (
-                m.type == "prediction"
-                and m.header["source_session"] != first_session
-                and m.header["step"] >= 5
-            ),
+            lambda m: m.type == "prediction" and m.source_session != first_session and m.step >= 5,
             20,
             (second, worker),
         )
@@ -126,14 +120,14 @@ def test_producer_restart_mid_stream_resets_the_worker_state(tmp_path):
         if second is not None:
             second.stop()
     predictions = sub.of_type("prediction")
-    sessions = [p.header["source_session"] for p in predictions]
+    sessions = [p.source_session for p in predictions]
     switch = sessions.index(next(s for s in sessions if s != first_session))
     assert set(sessions[switch:]) == {sessions[switch]}  # no prediction of the old one after
-    restarted = [p.header["step"] for p in predictions[switch:]]
+    restarted = [p.step for p in predictions[switch:]]
     assert restarted[:5] == [0, 1, 2, 3, 4]  # a fresh grid and state from the restart
     # Time restarted from 0 with the new producer: the new grid's first hop ends at 10 ms.
-    assert predictions[switch].header["t_end_us"] == HOP_US
-    stats = worker.json_output()
+    assert predictions[switch].t_end_us == HOP_US
+    stats = worker.result()
     assert stats["restarts"] == {"synthetic": 1}
     assert stats["streams"]["synthetic"]["sessions"] == 2
     assert stats["errors"] == 0
@@ -150,12 +144,10 @@ def test_a_new_worker_process_picks_up_a_running_stream(tmp_path):
         sub.collect(lambda m: m.type == "prediction", 20, (producer, first))
         first.signal(signal.SIGINT)
         assert first.process.wait(10) == 0
-        last_t_us = sub.of_type("prediction")[-1].header["t_end_us"]
+        last_t_us = sub.of_type("prediction")[-1].t_end_us
         second, second_endpoint = start_worker(endpoint, *args, name="worker 2")
         sub2 = Subscriber(second_endpoint)
-        sub2.collect(
-            lambda m: m.type == "prediction" and m.header["step"] >= 3, 20, (producer, second)
-        )
+        sub2.collect(lambda m: m.type == "prediction" and m.step >= 3, 20, (producer, second))
         assert producer.returncode is None  # the producer never noticed beyond a subscriber
     finally:
         sub.close()
@@ -165,13 +157,10 @@ def test_a_new_worker_process_picks_up_a_running_stream(tmp_path):
             if child is not None:
                 child.stop()
     picked_up = sub2.of_type("prediction")
-    assert picked_up[0].header["step"] == 0  # a fresh state for the stream
-    assert picked_up[0].header["t_end_us"] > last_t_us  # where the stream is now, not its start
-    assert (
-        picked_up[0].header["source_session"]
-        == sub.of_type("prediction")[0].header["source_session"]
-    )
-    assert first.json_output()["final"] is True
+    assert picked_up[0].step == 0  # a fresh state for the stream
+    assert picked_up[0].t_end_us > last_t_us  # where the stream is now, not its start
+    assert picked_up[0].source_session == sub.of_type("prediction")[0].source_session
+    assert first.result()["final"] is True
 
 
 def test_a_producer_far_faster_than_the_worker_keeps_memory_bounded_and_counts_drops(tmp_path):
@@ -195,8 +184,8 @@ def test_a_producer_far_faster_than_the_worker_keeps_memory_bounded_and_counts_d
         sub.close()
         worker.stop()
         producer.stop()
-    produced = producer.json_output()
-    stats = worker.json_output()
+    produced = producer.result()
+    stats = worker.result()
     stream = stats["streams"]["synthetic"]
     # Every event is accounted for: sent or dropped by the producer, then processed or
     # dropped by the worker's queue; every step either ran the network or was skipped.
@@ -234,7 +223,7 @@ def test_workers_share_streams_by_id_and_by_shard(tmp_path):
     children = (cam0, cam2, by_id, by_shard)
     try:
         for sub in subs:
-            sub.collect(lambda m: m.type == "prediction" and m.header["step"] >= 5, 20, children)
+            sub.collect(lambda m: m.type == "prediction" and m.step >= 5, 20, children)
         subs[1].collect(lambda m: m.type == "stats", 5, children)
     finally:
         for sub in subs:
@@ -245,5 +234,5 @@ def test_workers_share_streams_by_id_and_by_shard(tmp_path):
     assert {m.stream for m in subs[1].of_type("prediction")} == {"cam0"}
     # --streams subscribes per stream: the producer never sends cam0 to that worker;
     # --shard receives everything and drops the other shard's messages.
-    assert by_id.json_output()["ignored_messages"] == 0
-    assert by_shard.json_output()["ignored_messages"] > 0
+    assert by_id.result()["ignored_messages"] == 0
+    assert by_shard.result()["ignored_messages"] > 0

@@ -16,9 +16,8 @@ from core.events import EVENT_DTYPE, SensorSize, make_events
 from core.labels import LabelSegment
 from core.source import Labels, SourceEnd
 from replay.formats import read_recording
-from replay.formats.aedat3 import write_aedat3
-from replay.formats.gesture_labels import LabelSegment as GestureSegment
-from replay.formats.gesture_labels import write_gesture_labels
+from replay.formats.aedat3_writer import write_aedat3
+from replay.formats.gesture_labels_writer import write_gesture_labels
 from replay.player import ReplaySource, list_recordings, open_replay, read_playlist
 from tests.conftest import shared_path
 from tests.test_producer import Running, _events_of
@@ -149,7 +148,7 @@ def test_gesture_recording_labels_come_from_the_csv_shifted_to_the_timeline(tmp_
     write_aedat3(recording, events, sensor)
     write_gesture_labels(
         tmp_path / "user01_natural_labels.csv",
-        [GestureSegment(1, 5_100_000, 5_200_000), GestureSegment(11, 5_300_000, 5_500_000)],
+        [LabelSegment(0, 5_100_000, 5_200_000), LabelSegment(10, 5_300_000, 5_500_000)],
     )
     source = open_replay(recording)
     items = _items(source)
@@ -171,7 +170,7 @@ def test_nmnist_replay_reaches_a_subscriber_with_labels_and_end():
     messages = running.receive_until_end()
     stats = running.join()
     assert [m.type for m in messages].count("labels") == 3
-    assert messages[-1].type == "end" and "3 sample(s) played" in messages[-1].header["reason"]
+    assert messages[-1].type == "end" and "3 sample(s) played" in messages[-1].reason
     assert [m.seq for m in messages] == list(range(len(messages)))
     cursor, received = 0, _events_of(messages)
     position = 0
@@ -184,9 +183,7 @@ def test_nmnist_replay_reaches_a_subscriber_with_labels_and_end():
         shift = original["timestamp"] - original["timestamp"][0] + cursor
         assert np.array_equal(part["timestamp"], shift)
         end_us = int(shift[-1]) + 1
-        assert message.header["segments"] == [
-            {"label": label, "start_us": cursor, "end_us": end_us}
-        ]
+        assert message.segments == (LabelSegment(label, cursor, end_us),)
         cursor = end_us
     assert position == len(received) == stats.events
 

@@ -4,10 +4,10 @@ stop and end, full-queue policies, the DV network source end to end, and the
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from core.events import EVENT_DTYPE, SensorSize
-from streamer import wire
+from streamer import processes, wire
 from streamer.pacing import Pacer, parse_speed
 from streamer.producer import run_producer
 from streamer.sources import DvNetworkSource, SyntheticSource
@@ -79,11 +79,8 @@ class Running:
             message = wire.receive(self.sub, self.wire_stats, log, timeout_ms=100)
             if message is None:
                 continue
-            if message.events is not None:  # keep it beyond the frame's lifetime
-                message = wire.Message(
-                    message.type, message.stream, message.session, message.seq,
-                    message.header, message.events.copy(),
-                )  # fmt: skip
+            if isinstance(message, wire.Events):  # keep it beyond the frame's lifetime
+                message = dataclasses.replace(message, events=message.events.copy())
             self.tracker.observe(message)
             messages.append(message)
             if per_message:
@@ -132,7 +129,7 @@ def test_a_subscriber_receives_every_event_in_order_then_end():
     assert [m.seq for m in messages] == list(range(len(messages)))
     assert {m.session for m in messages} == {stats.session}
     assert {m.stream for m in messages} == {"s1"}
-    assert messages[-1].header["reason"].startswith("synthetic source done")
+    assert messages[-1].reason.startswith("synthetic source done")
     events = _events_of(messages)
     assert np.array_equal(events, expected)
     assert all(m.sensor == SensorSize(40, 30) for m in messages if m.type == "events")
@@ -161,7 +158,7 @@ def test_the_first_labels_wait_for_a_labels_subscription_that_comes_late(tmp_pat
         while sub.poll(10_000):
             message = wire.decode(sub.recv_multipart())
             if message.type == "labels":
-                labels += [s["label"] for s in message.header["segments"]]
+                labels += [s.label for s in message.segments]
             if message.type == "end":
                 break
         assert labels == [0, 1]
@@ -226,7 +223,7 @@ def test_stop_event_ends_an_endless_stream_with_end():
 
     running.receive_until_end(per_message=stop_after_some)
     stats = running.join()
-    assert messages[-1].type == "end" and messages[-1].header["reason"] == "stopped"
+    assert messages[-1].type == "end" and messages[-1].reason == "stopped"
     assert stats.end_reason == "stopped"
     assert running.wire_stats.gaps["s1"] == 0
 
@@ -310,37 +307,19 @@ def test_dv_network_stream_through_the_producer():
         server.close()  # after the producer closed the source (the reader)
 
 
-def _produce_command() -> list[str]:
-    from stcsnn.cli import COMMANDS
-
-    if "produce" in COMMANDS:
-        return [sys.executable, "-m", "stcsnn", "produce"]
-    return [sys.executable, "-m", "stcsnn.commands.produce"]  # until the lead registers it
-
-
 def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
-    process = subprocess.Popen(
-        _produce_command()
-        + ["--synthetic", "200k", "--endpoint", "tcp://127.0.0.1:0", "--wait-subscribers", "1"]
-        + ["--stream-id", "load", "--json"],
+    producer = processes.start_producer(
+        ["--synthetic", "200k", "--wait-subscribers", "1", "--stream-id", "load", "--json"],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        timeout_s=20,
     )
     try:
-        endpoint = None
-        deadline = time.monotonic() + 20
-        while endpoint is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            assert line, f"producer exited early: {process.wait()} {process.stderr.read()}"
-            found = re.search(r"tcp://127\.0\.0\.1:\d+", line)
-            endpoint = found.group(0) if found else None
+        assert producer.ready["stream"] == "load" and producer.ready["session"]
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.setsockopt(zmq.LINGER, 0)
-        sub.connect(endpoint)
-        stats, tracker = wire.WireStats(), None
+        sub.connect(producer.endpoint)
+        stats = wire.WireStats()
         tracker = wire.SequenceTracker(stats)
         types = []
         deadline = time.monotonic() + 10
@@ -351,22 +330,20 @@ def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
             tracker.observe(message)
             types.append(message.type)
             if len(types) == 30:
-                process.send_signal(signal.SIGINT)
+                producer.signal(signal.SIGINT)
             if message.type == "end":
-                assert message.header["reason"] == "stopped"
+                assert message.reason == "stopped"
                 break
         sub.close(0)
-        out, err = process.communicate(timeout=10)
-        assert process.returncode == 0, err
-        assert types[-1] == "end" and types.count("events") >= 30
-        assert stats.gaps["load"] == 0
-        summary = __import__("json").loads(out.strip().splitlines()[-1])
-        assert summary["end_reason"] == "stopped" and summary["stream_id"] == "load"
-        assert summary["messages"] == len(types)
+        assert producer.process.wait(10) == 0, producer.failure("failed")
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        producer.stop()
+    assert types[-1] == "end" and types.count("events") >= 30
+    assert stats.gaps["load"] == 0
+    summary = producer.result()
+    assert summary["end_reason"] == "stopped" and summary["stream_id"] == "load"
+    assert summary["messages"] == len(types)
+    assert json.loads(producer.stdout_lines[-1]) == summary  # --json prints the same
 
 
 def _run_command(capsys, *argv) -> tuple[int, str]:

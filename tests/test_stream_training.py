@@ -1,5 +1,5 @@
 """Stream-aware training (opt-in): crops as the streaming worker sees samples in a
-replay (models/data.py ``StreamCropClips``), the loss on the scored steps
+replay (models/stream_clips.py ``StreamCropClips``), the loss on the scored steps
 (models/train.py), the options' defaults, and the streaming measure of
 experiments/streaming_nmnist.py; real N-MNIST samples, CI-sized."""
 
@@ -17,19 +17,18 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
+from core.labels import LabelSegment
 from models.checkpoint import load_checkpoint
-from models.data import (
-    RandomCropClips,
-    SplitSpec,
+from models.clips import RandomCropClips, compress_span
+from models.networks import get_config
+from models.splits import SplitSpec, stratified_subset
+from models.stream_clips import (
     StreamCrop,
     StreamCropClips,
     collate_stream_clips,
-    compress_span,
     replay_pieces,
-    stratified_subset,
     stream_crop_plan,
 )
-from models.networks import get_config
 from models.train import TrainConfig, scored_readout, stream_loss, train
 from replay.datasets import open_dataset
 from replay.datasets.base import Subset
@@ -271,7 +270,7 @@ def test_stream_scores_match_the_demo_definitions():
     experiment = _experiment()
     hop = 10
     t_end = np.arange(1, 13) * hop  # hops ending at 10 .. 120
-    segments = [(0, 55, 1), (55, 118, 2)]  # the second starts mid-hop
+    segments = [LabelSegment(1, 0, 55), LabelSegment(2, 55, 118)]  # the 2nd starts mid-hop
     top1 = np.array([0, 1, 1, 1, 1, 2, 1, 2, 0, 2, 2, 2])
     raw = np.array([1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0])
     result = experiment.score_stream(t_end, top1, raw, segments, hop)

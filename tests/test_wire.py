@@ -8,17 +8,9 @@ import pytest
 import zmq
 
 from core.events import SensorSize, make_events
-from streamer.wire import (
-    SequenceTracker,
-    WireError,
-    WireStats,
-    decode,
-    encode_end,
-    encode_events,
-    encode_labels,
-    receive,
-    topic,
-)
+from core.labels import LabelSegment
+from streamer import wire
+from streamer.wire import SequenceTracker, WireError, WireStats, decode, encode, receive, topic
 
 log = logging.getLogger("test_wire")
 
@@ -47,14 +39,21 @@ def sample_events(n=5000, seed=0):
     )
 
 
+SENSOR = SensorSize(128, 128)
+
+
+def events_message(stream, session, seq, events):
+    return wire.Events(stream=stream, session=session, seq=seq, events=events, sensor=SENSOR)
+
+
 def test_events_roundtrip_zero_copy(pair):
     push, pull = pair
     events = sample_events()
-    push.send_multipart(encode_events("cam0", "s1", 7, events, SensorSize(128, 128)))
+    push.send_multipart(encode(events_message("cam0", "s1", 7, events)))
     message = receive(pull, WireStats(), log, timeout_ms=2000)
-    assert message.type == "events" and message.stream == "cam0" and message.seq == 7
+    assert isinstance(message, wire.Events) and message.type == "events"
+    assert message.stream == "cam0" and message.seq == 7 and message.sent_ns > 0
     assert message.sensor == SensorSize(128, 128)
-    assert message.header["t_first_us"] == events["timestamp"][0]
     np.testing.assert_array_equal(message.events, events)
     # A view on the received frame, not a copy.
     assert not message.events.flags.owndata
@@ -62,18 +61,95 @@ def test_events_roundtrip_zero_copy(pair):
 
 def test_other_types_roundtrip(pair):
     push, pull = pair
-    push.send_multipart(encode_labels("cam0", "s1", 1, [{"label": 3, "start_us": 0, "end_us": 9}]))
-    push.send_multipart(encode_end("cam0", "s1", 2))
+    envelope = {"stream": "cam0", "session": "s1"}
+    push.send_multipart(encode(wire.Labels(**envelope, seq=1, segments=(LabelSegment(3, 0, 9),))))
+    push.send_multipart(encode(wire.End(**envelope, seq=2, source_session="p1")))
     stats = WireStats()
     labels = receive(pull, stats, log, timeout_ms=2000)
     end = receive(pull, stats, log, timeout_ms=2000)
-    assert labels.header["segments"][0]["label"] == 3
-    assert end.type == "end"
+    assert labels.segments == (LabelSegment(3, 0, 9),) and labels.source_session is None
+    assert isinstance(end, wire.End) and end.reason == "end of source"
+    assert end.source_session == "p1"
     assert stats.received == {"labels": 1, "end": 1}
 
 
+def test_prediction_preview_and_stats_roundtrip():
+    envelope = {"stream": "cam0", "session": "w1", "seq": 4}
+    prediction = wire.Prediction(
+        **envelope,
+        sent_ns=123,
+        t_end_us=75_000,
+        hop_us=75_000,
+        probs=np.array([0.25, 0.75]),
+        logits=np.array([-1.0, 2.0], np.float32),
+        top1=1,
+        top1_name="one",
+        top1_prob=0.75,
+        closed_by_sent_ns=456,
+        timings_ms={"infer": 1.5},
+    )
+    back = decode(encode(prediction))
+    assert isinstance(back, wire.Prediction) and back.sent_ns == 123  # kept, not restamped
+    np.testing.assert_array_equal(back.probs, [0.25, 0.75])
+    assert back.top1_raw == 1 and back.top1_name == "one" and back.closed_by_sent_ns == 456
+    assert back.timings_ms == {"infer": 1.5} and back.hop_us == 75_000
+    image = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    preview = decode(
+        encode(wire.Preview(**envelope, image=image, t_start_us=0, t_end_us=10, events=1000))
+    )
+    np.testing.assert_array_equal(preview.image, image)
+    assert preview.events == 1000 and preview.events_per_count == 1
+    stats = decode(encode(wire.Stats(**envelope, values={"steps": 3, "streams": {"a": {}}})))
+    assert stats.values == {"steps": 3, "streams": {"a": {}}}
+
+
+def raw_frames(message_type: str, **fields) -> list[bytes]:
+    """A message built by hand: the envelope plus ``fields``, as a foreign sender might."""
+    header = {"v": 1, "type": message_type, "stream": "a", "session": "s", "seq": 0}
+    header.update(sent_ns=1, **fields)
+    return [topic(message_type, "a"), json.dumps(header).encode()]
+
+
+GOOD_PREDICTION = {"t_end_us": 1, "hop_us": 1, "probs": [0.5, 0.5], "top1": 0}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"top1": 2},  # outside the classes
+        {"probs": ["a", "b"]},
+        {"probs": []},
+        {"probs": [1e400, 0.0]},  # infinite
+        {"t_end_us": "1"},
+        {"t_end_us": None},
+        {"logits": [1, 2, 3]},  # not one per class
+        {"timings_ms": {"infer": "fast"}},
+    ],
+)
+def test_malformed_predictions_are_rejected(changes):
+    assert isinstance(decode(raw_frames("prediction", **GOOD_PREDICTION)), wire.Prediction)
+    with pytest.raises(WireError) as error:
+        decode(raw_frames("prediction", **{**GOOD_PREDICTION, **changes}))
+    assert error.value.reason == "bad_prediction"
+
+
+def test_malformed_labels_and_ends_are_rejected():
+    for segments in ([{"label": 1, "start_us": "a", "end_us": 2}], ["x"], "x"):
+        with pytest.raises(WireError, match="bad_labels"):
+            decode(raw_frames("labels", segments=segments))
+    with pytest.raises(WireError, match="bad_end"):
+        decode(raw_frames("end", reason=7))
+
+
+def test_deeply_nested_header_is_malformed_not_a_crash():
+    frames = [b"events/a/", b"[" * 200_000 + b"]" * 200_000]
+    with pytest.raises(WireError) as error:
+        decode(frames)
+    assert error.value.reason == "bad_header"
+
+
 def good_frames():
-    return [bytes(f) for f in encode_events("a", "s", 0, sample_events(10), SensorSize(128, 128))]
+    return [bytes(f) for f in encode(events_message("a", "s", 0, sample_events(10)))]
 
 
 def with_header(**changes):
@@ -126,7 +202,7 @@ def test_sequence_gaps_and_restarts_are_counted():
     events = sample_events(1)
 
     def message(session, seq, stream="a"):
-        return decode(encode_events(stream, session, seq, events, SensorSize(128, 128)))
+        return decode(encode(events_message(stream, session, seq, events)))
 
     states = [tracker.observe(message("s1", seq)) for seq in (0, 1, 2, 5, 6)]
     assert states == ["new", "ok", "ok", "gap", "ok"]
@@ -147,8 +223,8 @@ def test_topics_filter_by_type_and_stream():
         events = sample_events(3)
         # PUB/SUB joins asynchronously: publish until the subscriber sees one.
         for attempt in range(200):
-            pub.send_multipart(encode_events("cam10", "s", attempt, events, SensorSize(128, 128)))
-            pub.send_multipart(encode_events("cam1", "s", attempt, events, SensorSize(128, 128)))
+            pub.send_multipart(encode(events_message("cam10", "s", attempt, events)))
+            pub.send_multipart(encode(events_message("cam1", "s", attempt, events)))
             message = receive(sub, WireStats(), log, timeout_ms=10)
             if message is not None:
                 break

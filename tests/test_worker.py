@@ -1,6 +1,6 @@
-"""The inference worker: its queue policies and step runner in-process, and the real
-`stcsnn worker` process fed by a raw socket of the test with garbage, sequence gaps,
-invalid events, a time jump and a producer restart."""
+"""The inference worker: its queue policies, step runner and per-stream pipeline in-process
+(no sockets), and the real `stcsnn worker` process fed by a raw socket of the test with
+garbage, sequence gaps, invalid events, a time jump and a producer restart."""
 
 from __future__ import annotations
 
@@ -28,23 +28,21 @@ from models.runner import (
     make_runner,
 )
 from streamer import wire
-from streamer.worker import (
-    Pending,
-    PendingQueue,
-    WorkerOptions,
-    _Provenance,
-    shard_of,
-    stream_compression,
-)
+from streamer.stream_pipeline import _Provenance, stream_compression
+from streamer.worker import WorkerOptions, shard_of
+from streamer.worker_queue import Pending, PendingQueue
 from tests.pipeline_helpers import Subscriber, save_test_checkpoint, start_worker
 
 
 def _pending(stream: str, count: int, message_type: str = "events", seq: int = 0) -> Pending:
     events = make_events(np.arange(count), np.zeros(count), np.zeros(count), np.ones(count))
-    header = {"stream": stream}
-    message = wire.Message(
-        message_type, stream, "s", seq, header, events if message_type == "events" else None
-    )
+    envelope = {"stream": stream, "session": "s", "seq": seq}
+    if message_type == "events":
+        message = wire.Events(**envelope, events=events, sensor=SensorSize(34, 34))
+    elif message_type == "labels":
+        message = wire.Labels(**envelope, segments=())
+    else:
+        message = wire.End(**envelope)
     return Pending(message, time.time_ns())
 
 
@@ -104,7 +102,6 @@ def test_provenance_names_the_last_contributing_and_the_closing_message():
         sent_ns=np.array([100, 200, 300]),
         received_ns=np.array([110, 210, 310]),
         before_sent_ns=50,
-        before_received_ns=60,
     )
     # A step ending at 15: message 1 holds its last events, message 1 closes it.
     assert provenance.for_step(15) == (200, 200, 210)
@@ -130,10 +127,12 @@ def test_options_shards_and_hop_override():
         dict(connect=["tcp://x:1"], overload="fast"),
         dict(connect=["tcp://x:1"], shard=(2, 2)),
         dict(connect=["tcp://x:1"], streams=("a/b",)),
-        dict(connect=["tcp://x:1"], hop_us=0),
+        dict(connect=["tcp://x:1"], max_steps_per_push=0),
     ):
         with pytest.raises(ValueError):
             WorkerOptions(**bad)
+    with pytest.raises(ValueError, match="hop_us"):
+        stream_compression(CompressionConfig(34, 34), 0)
 
 
 # --- the step runner ---------------------------------------------------------------------
@@ -241,8 +240,14 @@ def _chunk(t0_us: int, count: int = 40, polarity=None) -> np.ndarray:
     )
 
 
+def _events(session: str, seq: int, events: np.ndarray) -> list:
+    return wire.encode(
+        wire.Events(stream="cam0", session=session, seq=seq, events=events, sensor=SENSOR)
+    )
+
+
 def _garbage(header_changes: dict) -> list:
-    frames = wire.encode_events("cam0", "s1", 99, _chunk(0), SENSOR)
+    frames = _events("s1", 99, _chunk(0))
     header = json.loads(bytes(frames[1]))
     header.update(header_changes)
     return [frames[0], json.dumps(header).encode(), bytes(frames[2])]
@@ -260,7 +265,7 @@ def test_the_worker_streams_as_the_checkpoint_says_unless_told_otherwise(tmp_pat
     ):
         worker, _ = start_worker("tcp://127.0.0.1:9", "--model", str(windowed), *args)
         try:
-            assert expected in worker.wait_for(r"device: (.*)", 30).group(1)
+            assert expected in worker.ready["device"]
         finally:
             worker.stop()
 
@@ -286,22 +291,22 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
             time.sleep(0.001)
 
         for k in range(30):  # session s1: 0-30 ms
-            send(wire.encode_events("cam0", "s1", k, _chunk(k * 1000), SENSOR))
+            send(_events("s1", k, _chunk(k * 1000)))
         send([b"events/cam0/", b"not json", b"x"])
         send([b"events/cam0/"])
         send(_garbage({"v": 2}))
         send(_garbage({"count": 41}))
         for k in range(35, 50):  # seq 30-34 missing
-            send(wire.encode_events("cam0", "s1", k, _chunk(k * 1000), SENSOR))
-        send(wire.encode_events("cam0", "s1", 50, _chunk(50_000, 7, polarity=3), SENSOR))
+            send(_events("s1", k, _chunk(k * 1000)))
+        send(_events("s1", 50, _chunk(50_000, 7, polarity=3)))
         for k in range(51, 60):
-            send(wire.encode_events("cam0", "s1", k, _chunk(k * 1000), SENSOR))
+            send(_events("s1", k, _chunk(k * 1000)))
         for k in range(60, 70):  # event time jumps to 5 s
-            send(wire.encode_events("cam0", "s1", k, _chunk(5_000_000 + k * 1000), SENSOR))
+            send(_events("s1", k, _chunk(5_000_000 + k * 1000)))
         for k in range(20):  # a restarted producer: session s2, time from 0
-            send(wire.encode_events("cam0", "s2", k, _chunk(k * 1000), SENSOR))
-        send(wire.encode_end("cam0", "s2", 20))
-        sub.collect(lambda m: m.type == "stats" and "cam0" in m.header["ended_streams"], 30)
+            send(_events("s2", k, _chunk(k * 1000)))
+        send(wire.encode(wire.End(stream="cam0", session="s2", seq=20)))
+        sub.collect(lambda m: m.type == "stats" and "cam0" in m.values["ended_streams"], 30)
         assert worker.returncode is None, "the worker died"
         worker.signal(signal.SIGINT)
         assert worker.process.wait(10) == 0
@@ -309,7 +314,7 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
         sub.close()
         xpub.close(0)
         worker.stop()
-    stats = worker.json_output()
+    stats = worker.result()
     assert stats["malformed"] == {
         "bad_header": 1,
         "short_message": 1,
@@ -322,10 +327,7 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
     assert cam0["events_rejected"] == 7
     assert cam0["resets"] == 2 and cam0["sessions"] == 2 and cam0["ended"] == 1
     assert cam0["steps"] == cam0["predictions"] == 9 and stats["errors"] == 0
-    predictions = [
-        (m.header["source_session"], m.header["t_end_us"], m.header["step"])
-        for m in sub.of_type("prediction")
-    ]
+    predictions = [(m.source_session, m.t_end_us, m.step) for m in sub.of_type("prediction")]
     assert predictions == [
         *[("s1", 10_000 * (k + 1), k) for k in range(6)],  # the last one flushed at the jump
         ("s1", 5_070_000, 0),  # a new grid after the jump, flushed at the restart
@@ -334,23 +336,27 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
     ]
     assert [m.type for m in sub.messages if m.type in ("prediction", "end")][-1] == "end"
     for message in sub.of_type("prediction"):
-        probs = np.array(message.header["probs"])
-        assert abs(probs.sum() - 1) < 1e-9 and message.header["top1"] == int(np.argmax(probs))
-        assert set(message.header["timings_ms"]) == {
+        probs = message.probs
+        assert abs(probs.sum() - 1) < 1e-9 and message.top1 == int(np.argmax(probs))
+        assert set(message.timings_ms) == {
             "receive", "compress", "infer", "publish", "worker",
         }  # fmt: skip
     previews = sub.of_type("preview")
     assert previews and all(p.image.shape == (2, 34, 34) for p in previews)
-    assert sum(p.header["events"] for p in previews) == (30 + 15 + 9 + 10 + 20) * 40
+    assert sum(p.events for p in previews) == (30 + 15 + 9 + 10 + 20) * 40
 
 
 def test_preview_and_stats_messages_round_trip_and_bad_previews_are_refused():
     image = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    frames = wire.encode_preview("cam0", "w", 3, image, t_start_us=5, t_end_us=9)
+    envelope = {"stream": "cam0", "session": "w", "seq": 3}
+    frames = wire.encode(
+        wire.Preview(**envelope, image=image, t_start_us=5, t_end_us=9, events=int(image.sum()))
+    )
     message = wire.decode(frames)
-    assert message.type == "preview" and message.header["events"] == int(image.sum())
+    assert message.type == "preview" and message.events == int(image.sum())
     np.testing.assert_array_equal(message.image, image)
-    assert wire.decode(wire.encode_stats("", "w", 0, {"errors": 0})).header["errors"] == 0
+    stats = wire.Stats(stream="", session="w", seq=0, values={"errors": 0})
+    assert wire.decode(wire.encode(stats)).values["errors"] == 0
     header = json.loads(bytes(frames[1]))
     for changes, reason in (({"width": 5}, "size_mismatch"), ({"dtype": "f4"}, "bad_dtype")):
         bad = [frames[0], json.dumps({**header, **changes}).encode(), bytes(frames[2])]
@@ -359,7 +365,8 @@ def test_preview_and_stats_messages_round_trip_and_bad_previews_are_refused():
     with pytest.raises(wire.WireError, match="bad_frames"):
         wire.decode(frames[:2])
     with pytest.raises(ValueError):
-        wire.encode_preview("cam0", "w", 0, image.astype(np.uint16), t_start_us=0, t_end_us=1)
+        wrong = image.astype(np.uint16)
+        wire.encode(wire.Preview(**envelope, image=wrong, t_start_us=0, t_end_us=1, events=0))
 
 
 def test_the_default_checkpoint_follows_the_sensor_size():

@@ -6,9 +6,7 @@
 
 Keys: space pauses the drawing, r clears the view, q or Esc quits (so do
 Ctrl-C and SIGTERM). Without a display (no DISPLAY/WAYLAND_DISPLAY) it runs
-offscreen, which is what ``--screenshot`` needs on a server. Also runs as
-``python -m stcsnn.commands.dashboard`` (how ``stcsnn demo`` starts it).
-See docs/dashboard.md.
+offscreen, which is what ``--screenshot`` needs on a server. See docs/dashboard.md.
 """
 
 from __future__ import annotations
@@ -18,6 +16,8 @@ import json
 import logging
 import os
 import sys
+
+from streamer.processes import add_status_option
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"  # the worker's default; not imported: keep --help light
 
@@ -83,6 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "scarce the worker and producer go first; 0 keeps it",
     )
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    add_status_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:
             log.warning("could not lower the CPU priority: %s", error)
     from streamer.dashboard import ensure_display, run_dashboard
+    from streamer.processes import StatusChannel
+
+    status = StatusChannel(args.status_fd)
 
     if ensure_display():
         log.info("no display found: drawing offscreen")
@@ -127,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         receive_hwm=args.receive_hwm,
         screenshot=args.screenshot,
         exit_after_s=args.exit_after,
+        on_ready=lambda: status.send("ready", endpoints=endpoints),
     )
     if args.screenshot and not summary["screenshot"]:
         print(f"stcsnn dashboard: could not save {args.screenshot}", file=sys.stderr)
@@ -135,17 +140,6 @@ def run(args: argparse.Namespace) -> int:
         log.info("screenshot saved to %s", summary["screenshot"])
     if args.json:
         print(json.dumps(summary), flush=True)
+    status.send("done", stats=summary)
+    status.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="stcsnn dashboard",
-        description="live window over a worker's predictions and event previews",
-    )
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

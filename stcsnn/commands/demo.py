@@ -12,7 +12,6 @@ the failure of any one of them. See docs/streaming.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import math
@@ -21,9 +20,10 @@ import sys
 import time
 
 from stcsnn.commands.worker import add_step_options
+from streamer import wire
+from streamer.pacing import parse_speed
+from streamer.prediction_log import PredictionLog, summarise
 
-DASHBOARD_MODULE = "stcsnn.commands.dashboard"
-ENDPOINT_PATTERN = r"(tcp://[^\s,()]+)"
 CONSOLE_LINES_PER_S = 10
 # A finished producer whose end message never arrives (it gives up on a full queue after
 # its linger time): stop waiting once the worker has been silent this long.
@@ -111,14 +111,6 @@ def default_source(args: argparse.Namespace) -> tuple[list[str], str, bool]:
     )
 
 
-def dashboard_module(args: argparse.Namespace) -> str | None:
-    """The dashboard's module, run as ``python -m MODULE --connect WORKER_ENDPOINT``, or
-    None (``--no-dashboard``, or no dashboard in this version of stcsnn)."""
-    if args.no_dashboard or importlib.util.find_spec(DASHBOARD_MODULE) is None:
-        return None
-    return DASHBOARD_MODULE
-
-
 def default_model(args: argparse.Namespace, source_args: list[str]) -> str | None:
     """Without ``--model``: the default checkpoint that fits the source's sensor (a
     replay's first file; live and synthetic sources are 128x128 or larger)."""
@@ -150,233 +142,204 @@ def window_visible() -> bool:
     return True
 
 
-def _console_line(message, labels: dict) -> str:
-    header = message.header
-    label = labels.get(message.stream)
-    truth = ""
-    if label:
-        t = int(header["t_end_us"]) - 1
-        for start_us, end_us, value in label[-4:]:
-            if start_us <= t < end_us:
-                truth = f"  label {value}"
-    latency_ms = (time.time_ns() - int(header["sent_ns"])) / 1e6
+def _console_line(prediction, segments) -> str:
+    from core.labels import label_at
+
+    label = label_at(segments, prediction.t_end_us - 1) if segments else None
+    truth = "" if label is None else f"  label {label}"
+    latency_ms = (time.time_ns() - prediction.sent_ns) / 1e6
     return (
-        f"{message.stream}  t={int(header['t_end_us']) / 1e6:9.3f} s  "
-        f"top-1 {header['top1_name']:>12} ({float(header['top1_prob']):.2f}){truth}  "
+        f"{prediction.stream}  t={prediction.t_end_us / 1e6:9.3f} s  "
+        f"top-1 {prediction.top1_name:>12} ({prediction.top1_prob:.2f}){truth}  "
         f"latency {latency_ms:6.1f} ms"
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import threading
-
-    import zmq
-
-    from streamer import wire
-    from streamer.demo import Child, ChildFailed, PredictionLog, Supervisor, summarise
-    from streamer.pacing import parse_speed
-    from streamer.transport import stop_on_signals
-
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
-    log = logging.getLogger("stcsnn.demo")
-
-    def say(text: str) -> None:
-        print(f"stcsnn demo: {text}", file=sys.stderr, flush=True)
-
-    def echo(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    try:
-        speed = parse_speed(args.speed)
-    except ValueError as error:
-        say(str(error))
-        return 2
-    if args.limit is not None and args.limit <= 0:
-        say(f"--limit must be positive, got {args.limit}")
-        return 2
-    source_args, description, is_replay = default_source(args)
-    lossless = is_replay and not args.allow_drops
-    say(f"source: {description}")
-    producer_args = [
-        *source_args,
-        "--endpoint",
-        "tcp://127.0.0.1:0",
-        "--wait-subscribers",
-        "1",
-        "--speed",
-        "max" if math.isinf(speed) else str(speed),
-        "--json",
-    ]
-    if is_replay and args.limit:
-        producer_args += ["--limit", str(args.limit)]
-    if is_replay and args.shuffle:
-        producer_args += ["--shuffle"]
-    if is_replay and args.loop:
-        producer_args += ["--loop"]
-    if lossless:
-        producer_args += ["--lossless"]
+def child_args(
+    args: argparse.Namespace, source_args: list[str], *, is_replay: bool, lossless: bool
+):
+    """(producer, worker) arguments for the options given (the source's come first)."""
+    speed = "max" if math.isinf(parse_speed(args.speed)) else args.speed
     quiet = [] if args.verbose else ["--quiet"]
-    dashboard = dashboard_module(args)
-    if dashboard is None and not args.no_dashboard:
-        say("no dashboard in this version: console view of the predictions")
-    if args.screenshot and dashboard is None:
-        say("--screenshot needs the dashboard (drop --no-dashboard)")
-        return 2
-    if dashboard is not None and args.json:
-        say("--json: the dashboard stays open after the end until it is closed")
-    worker_args = [
-        "--bind",
-        "tcp://127.0.0.1:0",
-        "--wait-subscribers",
-        str(1 + (dashboard is not None)),
-        "--device",
-        args.device,
-        "--json",
-    ]
+    producer = ["--speed", speed, *quiet]
+    if is_replay:
+        producer += ["--limit", str(args.limit)] if args.limit else []
+        producer += ["--shuffle"] * args.shuffle + ["--loop"] * args.loop
+    worker = ["--device", args.device, *quiet]
     model = args.model
     if model is None:
         try:
             model = default_model(args, source_args)
         except (OSError, ValueError) as error:  # the producer will report it properly
-            log.debug("no default model from the source: %s", error)
-    if model:
-        worker_args += ["--model", model]
-    if args.hop_us:
-        worker_args += ["--hop-us", str(args.hop_us)]
-    if args.ema_tau_us:
-        worker_args += ["--ema-tau-us", str(args.ema_tau_us)]
-    if args.window is not None:
-        worker_args += ["--window", str(args.window)]
+            logging.getLogger("stcsnn.demo").debug("no default model from the source: %s", error)
+    worker += ["--model", model] if model else []
+    worker += ["--hop-us", str(args.hop_us)] if args.hop_us else []
+    worker += ["--ema-tau-us", str(args.ema_tau_us)] if args.ema_tau_us else []
+    worker += ["--window", str(args.window)] if args.window is not None else []
     if lossless:
-        worker_args += ["--lossless"]
+        producer.append("--lossless")
+        worker.append("--lossless")
+    return producer, worker
 
-    stop_event = threading.Event()
-    prediction_log = PredictionLog()
-    labels: dict[str, list] = {}
-    context = zmq.Context.instance()
-    sub = None
-    viewer = None
-    outcome = "done"
-    end_received = True
-    started_s = time.monotonic()
-    with stop_on_signals(stop_event), Supervisor() as supervisor:
-        try:
-            producer = supervisor.start(
-                Child("producer", "stcsnn.commands.produce", producer_args + quiet, echo=echo)
-            )
-            producer_endpoint = producer.wait_for(
-                r"publishing .* on " + ENDPOINT_PATTERN, args.start_timeout_s
-            ).group(1)
-            worker = supervisor.start(
-                Child(
-                    "worker",
-                    "stcsnn.commands.worker",
-                    ["--connect", producer_endpoint, *worker_args, *quiet],
-                    echo=echo,
-                )
-            )
-            for line in ("model: (.*)", "device: (.*)"):
-                found = worker.wait_for(line, args.start_timeout_s).group(1)
-                say(f"worker {line.split(':')[0]}: {found}")
-            worker_endpoint = worker.wait_for(
-                r"predictions on " + ENDPOINT_PATTERN, args.start_timeout_s
-            ).group(1)
-            sub = context.socket(zmq.SUB)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.setsockopt(zmq.RCVHWM, 100_000)
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.connect(worker_endpoint)
-            if dashboard is not None:
-                # The dashboard keeps its own clock for --exit-after, so that it
-                # closes itself (saving the screenshot) rather than being killed.
-                viewer_args = ["--connect", worker_endpoint, "--source", description]
-                if args.screenshot:
-                    viewer_args += ["--screenshot", args.screenshot]
-                if args.exit_after is not None:
-                    viewer_args += ["--exit-after", str(args.exit_after)]
-                viewer = supervisor.start(
-                    Child("dashboard", dashboard, viewer_args + quiet, echo=echo)
-                )
-            say(f"producer on {producer_endpoint}, worker predictions on {worker_endpoint}")
-            wire_stats = wire.WireStats()
-            last_line_s: dict[str, float] = {}
-            last_stream_message_s = time.monotonic()
-            while not stop_event.is_set():
-                if viewer is not None and viewer.returncode == 0:
-                    outcome = "stopped"  # the window was closed: the user is done
-                    break
-                if (
-                    viewer is None
-                    and args.exit_after is not None
-                    and time.monotonic() - started_s > args.exit_after
-                ):
-                    outcome = "stopped"
-                    break
-                failed = supervisor.failed(expected_to_finish=(producer, viewer))
-                if failed is not None:
-                    outcome = failed.failure(f"exited with code {failed.returncode}")
-                    break
-                message = wire.receive(sub, wire_stats, log, timeout_ms=100)
-                if message is None:
-                    quiet_s = time.monotonic() - last_stream_message_s
-                    if producer.returncode == 0 and quiet_s > QUIET_AFTER_PRODUCER_S:
-                        say(
-                            f"the producer has finished and nothing came for {quiet_s:.0f} s, "
-                            "but its end message never arrived: the stream's tail may be lost"
-                        )
-                        end_received = False
-                        break
-                    continue
-                if message.type != "stats":
-                    last_stream_message_s = time.monotonic()
-                prediction_log.add(message, time.time_ns())
-                if message.type == "labels":
-                    labels.setdefault(message.stream, []).extend(
-                        (s["start_us"], s["end_us"], s["label"])
-                        for s in message.header.get("segments", [])
+
+def dashboard_args(args: argparse.Namespace, description: str) -> list[str] | None:
+    """The dashboard's arguments, or None with ``--no-dashboard``. It keeps its own clock
+    for ``--exit-after``, so that it closes itself (saving the screenshot)."""
+    if args.no_dashboard:
+        return None
+    argv = ["--source", description] + ([] if args.verbose else ["--quiet"])
+    argv += ["--screenshot", args.screenshot] if args.screenshot else []
+    argv += ["--exit-after", str(args.exit_after)] if args.exit_after is not None else []
+    return argv
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, or None."""
+    try:
+        parse_speed(args.speed)
+    except ValueError as error:
+        return str(error)
+    if args.limit is not None and args.limit <= 0:
+        return f"--limit must be positive, got {args.limit}"
+    if args.screenshot and args.no_dashboard:
+        return "--screenshot needs the dashboard (drop --no-dashboard)"
+    return None
+
+
+class Watch:
+    """The demo's loop over the worker's messages: log, console lines, when to stop."""
+
+    def __init__(self, args: argparse.Namespace, pipeline, stop_event, *, is_replay: bool):
+        self.args = args
+        self.pipeline = pipeline
+        self.stop_event = stop_event
+        self.is_replay = is_replay
+        self.log = PredictionLog()
+        self.started_s = time.monotonic()
+        self.end_received = True
+        self._last_line_s: dict[str, float] = {}
+
+    def run(self) -> str:
+        """Until every stream ended ("done"), a stop ("stopped") or a failure (why)."""
+        last_stream_message_s = time.monotonic()
+        viewer = self.pipeline.dashboard
+        while not self.stop_event.is_set():
+            if viewer is not None and viewer.returncode == 0:
+                return "stopped"  # the window was closed: the user is done
+            exit_after = self.args.exit_after
+            if viewer is None and exit_after is not None:
+                if time.monotonic() - self.started_s > exit_after:
+                    return "stopped"
+            received = self.pipeline.receive(timeout_ms=100)
+            if received is None:
+                quiet_s = time.monotonic() - last_stream_message_s
+                if self.pipeline.producer.returncode == 0 and quiet_s > QUIET_AFTER_PRODUCER_S:
+                    say(
+                        f"the producer has finished and nothing came for {quiet_s:.0f} s, "
+                        "but its end message never arrived: the stream's tail may be lost"
                     )
-                elif message.type == "prediction" and not args.json:
-                    now = time.monotonic()
-                    if now - last_line_s.get(message.stream, 0.0) >= 1 / CONSOLE_LINES_PER_S:
-                        last_line_s[message.stream] = now
-                        print(_console_line(message, labels), flush=True)
-                if args.limit and not is_replay and prediction_log.predictions >= args.limit:
-                    break
-                streams = prediction_log.streams
-                if message.type == "end" and streams and all(s.ended for s in streams.values()):
-                    break
-            else:
-                outcome = "stopped"
-            if outcome == "done" and viewer is not None and viewer.returncode is None:
-                if window_visible():
-                    say("end of stream: close the dashboard window (or press Ctrl-C) to finish")
-                    while viewer.returncode is None and not stop_event.wait(0.2):
-                        pass
-                else:  # offscreen: nobody can close it; its clean quit saves a screenshot
-                    viewer.stop(timeout_s=10)
+                    self.end_received = False
+                    return "done"
+                continue
+            message, received_ns = received
+            if not isinstance(message, wire.Stats):
+                last_stream_message_s = time.monotonic()
+            if self._take(message, received_ns):
+                return "done"
+        return "stopped"
+
+    def _take(self, message, received_ns: int) -> bool:
+        """Record one message; True when the demo is complete."""
+        self.log.add(message, received_ns)
+        if isinstance(message, wire.Prediction) and not self.args.json:
+            now = time.monotonic()
+            if now - self._last_line_s.get(message.stream, 0.0) >= 1 / CONSOLE_LINES_PER_S:
+                self._last_line_s[message.stream] = now
+                segments = self.log.stream(message.stream).segments
+                print(_console_line(message, segments), flush=True)
+        limit = self.args.limit
+        if limit and not self.is_replay and self.log.predictions >= limit:
+            return True
+        streams = self.log.streams
+        return isinstance(message, wire.End) and all(s.ended for s in streams.values())
+
+    def finish_dashboard(self) -> None:
+        """At the end of the stream: a window a person sees stays until closed; an
+        offscreen one is closed (its clean quit saves the screenshot)."""
+        viewer = self.pipeline.dashboard
+        if viewer is None or viewer.returncode is not None:
+            return
+        if window_visible():
+            say("end of stream: close the dashboard window (or press Ctrl-C) to finish")
+            while viewer.returncode is None and not self.stop_event.wait(0.2):
+                pass
+        else:
+            viewer.stop(timeout_s=10)
+
+
+def say(text: str) -> None:
+    print(f"stcsnn demo: {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import threading
+
+    from streamer.pipeline import Pipeline
+    from streamer.processes import ChildFailed
+    from streamer.transport import stop_on_signals
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    problem = check_args(args)
+    if problem is not None:
+        say(problem)
+        return 2
+    source_args, description, is_replay = default_source(args)
+    lossless = is_replay and not args.allow_drops
+    say(f"source: {description}")
+    producer_args, worker_args = child_args(
+        args, source_args, is_replay=is_replay, lossless=lossless
+    )
+    dashboard = dashboard_args(args, description)
+    if dashboard is not None and args.json:
+        say("--json: the dashboard stays open after the end until it is closed")
+    pipeline = Pipeline(
+        source_args,
+        producer_args=producer_args,
+        worker_args=worker_args,
+        dashboard_args=dashboard,
+        echo=lambda line: print(line, file=sys.stderr, flush=True),
+        start_timeout_s=args.start_timeout_s,
+    )
+    stop_event = threading.Event()
+    watch = Watch(args, pipeline, stop_event, is_replay=is_replay)
+    with stop_on_signals(stop_event):
+        try:
+            with pipeline:
+                say(f"worker model: {pipeline.worker.ready.get('model')}")
+                say(f"worker device: {pipeline.worker.ready.get('device')}")
+                endpoints = pipeline.endpoints
+                say(
+                    f"producer on {endpoints['producer']}, "
+                    f"worker predictions on {endpoints['worker']}"
+                )
+                outcome = watch.run()
+                if outcome == "done":
+                    watch.finish_dashboard()
         except ChildFailed as error:
             outcome = str(error)
-        finally:
-            if sub is not None:
-                sub.close(0)
-            supervisor.stop_all()
-        worker_stats = (
-            supervisor.children[1].json_output() if len(supervisor.children) > 1 else None
-        )
-        producer_stats = supervisor.children[0].json_output() if supervisor.children else None
     failed = outcome not in ("done", "stopped")
     if failed:
         say(outcome)
     summary = summarise(
-        prediction_log,
-        worker_stats,
-        producer_stats,
+        watch.log,
+        pipeline.worker_stats,
+        pipeline.producer_stats,
         source=description,
         outcome="failed" if failed else outcome,
-        end_received=end_received and outcome == "done",
+        end_received=watch.end_received and outcome == "done",
         speed=args.speed,
         lossless=lossless,
-        wall_s=round(time.monotonic() - started_s, 3),
+        wall_s=round(time.monotonic() - watch.started_s, 3),
     )
     if args.json:
         print(json.dumps(summary), flush=True)
@@ -404,9 +367,3 @@ def _print_summary(summary: dict) -> None:
             f"streaming accuracy {summary['streaming_accuracy']:.3f} over "
             f"{summary['segments']} labelled samples; per hop {fmt(summary['hop_accuracy'], '.3f')}"
         )
-
-
-if __name__ == "__main__":  # `python -m stcsnn.commands.demo` until `stcsnn demo` exists
-    _parser = argparse.ArgumentParser(prog="stcsnn demo", description=__doc__.splitlines()[0])
-    configure(_parser)
-    sys.exit(run(_parser.parse_args()))

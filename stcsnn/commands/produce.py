@@ -15,6 +15,8 @@ import math
 import re
 import sys
 
+from streamer.processes import add_status_option
+
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # as streamer.producer; not imported: keep --help light
 
 
@@ -120,6 +122,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the run's stats as JSON")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_status_option(parser)
 
 
 def _default_stream_id(args: argparse.Namespace, source) -> str:
@@ -171,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
 
     from core.source import SourceError
     from streamer.pacing import parse_speed
+    from streamer.processes import StatusChannel
     from streamer.producer import run_producer
     from streamer.transport import EndpointError, check_endpoint, stop_on_signals
 
@@ -189,12 +193,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"stcsnn produce: {error}", file=sys.stderr)
         return 1
 
+    status = StatusChannel(args.status_fd)
+
     def announce(stats) -> None:
         print(
             f"stcsnn produce: publishing {stats.description} as stream {stats.stream_id!r} "
             f"on {stats.endpoint} (session {stats.session})",
             file=sys.stderr,
             flush=True,
+        )
+        status.send(
+            "ready",
+            endpoint=stats.endpoint,
+            session=stats.session,
+            stream=stats.stream_id,
+            description=stats.description,
         )
 
     stop_event = threading.Event()
@@ -222,10 +235,6 @@ def run(args: argparse.Namespace) -> int:
         summary["replay"] = replay_stats.as_dict()
     if args.json:
         print(json.dumps(summary), flush=True)
+    status.send("done", stats=summary)
+    status.close()
     return 0
-
-
-if __name__ == "__main__":  # `python -m stcsnn.commands.produce` until `stcsnn produce` exists
-    _parser = argparse.ArgumentParser(prog="stcsnn produce", description=__doc__.splitlines()[0])
-    configure(_parser)
-    sys.exit(run(_parser.parse_args()))

@@ -15,6 +15,8 @@ import logging
 import re
 import sys
 
+from streamer.processes import add_status_option
+
 DEFAULT_BIND = "tcp://127.0.0.1:5556"  # as streamer.worker; not imported: keep --help light
 
 
@@ -114,6 +116,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_status_option(parser)
 
 
 def add_step_options(group) -> None:
@@ -141,6 +144,21 @@ def stream_window(window: int | None, config) -> int | None:
     return steps or None
 
 
+def stream_model(loaded, runner, args: argparse.Namespace):
+    """The model as the worker runs it: the checkpoint's names and compression, the hop
+    and readout smoothing of the options (else the checkpoint's), and the runner."""
+    from streamer.stream_pipeline import StreamModel, stream_compression
+
+    config = loaded.config
+    return StreamModel(
+        name=config.name + ("" if loaded.trained else " (untrained)"),
+        class_names=tuple(config.class_names),
+        compression=stream_compression(config.compression, args.hop_us),
+        ema_tau_us=float(config.stream_ema_tau_us if args.ema_tau_us is None else args.ema_tau_us),
+        runner=runner,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import threading
 
@@ -151,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from models.checkpoint import CheckpointError
     from models.runner import choose_device, configure_threads, load_model, make_runner
+    from streamer.processes import StatusChannel
     from streamer.transport import EndpointError, check_endpoint, stop_on_signals
     from streamer.worker import WorkerOptions, run_worker
 
@@ -163,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
             bind_any=args.bind_any,
             streams=args.streams,
             shard=args.shard,
-            hop_us=args.hop_us,
-            ema_tau_us=args.ema_tau_us,
             reset_after_us=args.reset_after_us,
             overload="block" if args.lossless else "drop",
             max_pending_events=args.max_pending_events,
@@ -184,41 +201,39 @@ def run(args: argparse.Namespace) -> int:
             cuda_graph=args.cuda_graph,
             window_steps=stream_window(args.window, loaded.config),
         )
+        model = stream_model(loaded, runner, args)
         runner.warmup()
     except (CheckpointError, EndpointError, ValueError) as error:
         print(f"stcsnn worker: {error}", file=sys.stderr)
         return 1
     print(f"stcsnn worker: model: {loaded.description}", file=sys.stderr)
     print(f"stcsnn worker: device: {runner.description}", file=sys.stderr)
+    status = StatusChannel(args.status_fd)
 
     def announce(endpoint: str, session: str) -> None:
         print(
-            f"stcsnn worker: predictions on {endpoint} (session {session}), "
-            f"hop {options.hop_us or loaded.config.compression.step_us} µs",
+            f"stcsnn worker: predictions on {endpoint} (session {session}), hop {model.hop_us} µs",
             file=sys.stderr,
             flush=True,
+        )
+        status.send(
+            "ready",
+            endpoint=endpoint,
+            session=session,
+            model=loaded.description,
+            device=runner.description,
+            hop_us=model.hop_us,
         )
 
     stop_event = threading.Event()
     with stop_on_signals(stop_event):
         try:
-            result = run_worker(
-                loaded.config,
-                runner,
-                options,
-                model_name=loaded.config.name + ("" if loaded.trained else " (untrained)"),
-                stop_event=stop_event,
-                on_bound=announce,
-            )
+            result = run_worker(model, options, stop_event=stop_event, on_bound=announce)
         except (EndpointError, TimeoutError) as error:
             print(f"stcsnn worker: {error}", file=sys.stderr)
             return 1
     if args.json:
         print(json.dumps(result.stats), flush=True)
+    status.send("done", stats=result.stats)
+    status.close()
     return 0
-
-
-if __name__ == "__main__":  # `python -m stcsnn.commands.worker` until `stcsnn worker` exists
-    _parser = argparse.ArgumentParser(prog="stcsnn worker", description=__doc__.splitlines()[0])
-    configure(_parser)
-    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,128 @@
+"""The worker's processing side without ZeroMQ: real N-MNIST events through the
+``Classifier`` and its per-stream ``StreamPipeline`` into a list, compared with the
+network's forward over the same clip; the overload policy; dropped sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from core.compress import compress_clip
+from core.events import SensorSize
+from core.labels import LabelSegment
+from core.source import TimeChunker
+from models.checkpoint import load_checkpoint
+from models.default_checkpoints import default_checkpoint
+from models.runner import choose_device, make_runner
+from replay.formats.nmnist import read_nmnist
+from streamer import wire
+from streamer.classifier import Classifier, ClassifierOptions
+from streamer.stream_pipeline import Outbox, StreamModel, stream_compression
+from streamer.worker_queue import Pending
+from tests.conftest import shared_path
+
+HOP_US = 10_000
+SENSOR = SensorSize(34, 34)
+
+
+def nmnist_model(hop_us: int = HOP_US):
+    model, config, _ = load_checkpoint(default_checkpoint("nmnist"))
+    runner = make_runner(model, choose_device("cpu"))
+    stream_model = StreamModel(
+        name=config.name,
+        class_names=tuple(config.class_names),
+        compression=stream_compression(config.compression, hop_us),
+        ema_tau_us=config.stream_ema_tau_us,
+        runner=runner,
+    )
+    return model, config, stream_model
+
+
+def messages_of(events: np.ndarray, session: str = "p1") -> list[Pending]:
+    """1 ms chunks as a producer sends them, each with a send and receive time."""
+    chunker = TimeChunker(1000)
+    chunks = chunker.push(events) + chunker.flush()
+    pending = []
+    for seq, chunk in enumerate(chunks):
+        message = wire.Events(
+            stream="cam", session=session, seq=seq, sent_ns=1000 + seq, events=chunk, sensor=SENSOR
+        )
+        pending.append(Pending(message, time.time_ns()))
+    return pending
+
+
+def test_real_events_through_the_classifier_equal_the_networks_clip_forward():
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events
+    model, config, stream_model = nmnist_model()
+    sent: list[wire.Message] = []
+    lossless = ClassifierOptions(max_steps_per_push=None, preview_hz=1000)
+    classifier = Classifier(stream_model, lossless, Outbox(sent.append, "w"))
+    labels = wire.Labels(stream="cam", session="p1", seq=0, segments=(LabelSegment(7, 0, 10),))
+    items = messages_of(events)
+    end = wire.End(stream="cam", session="p1", seq=len(items) + 1)
+    # Three cycles, as the worker would take them from its queue.
+    classifier.process([Pending(labels, 0), *items[:100]])
+    classifier.process(items[100:])
+    classifier.process([Pending(end, 0)])
+    predictions = [m for m in sent if isinstance(m, wire.Prediction)]
+    t0 = int(events["timestamp"][0]) - int(events["timestamp"][0]) % HOP_US
+    steps = (int(events["timestamp"][-1]) - t0) // HOP_US + 1  # the last one flushed at end
+    compression = dataclasses.replace(config.compression, steps=steps, window_us=steps * HOP_US)
+    clip = torch.from_numpy(compress_clip(events, compression, t0_us=t0))
+    with torch.no_grad():
+        expected = model(clip[:, None])[:, 0].numpy()
+    assert expected.std(axis=0).max() > 0.1  # a readout that moves: a real comparison
+    assert [p.step for p in predictions] == list(range(steps))
+    assert [p.t_end_us for p in predictions] == [t0 + HOP_US * (k + 1) for k in range(steps)]
+    np.testing.assert_allclose([p.logits for p in predictions], expected, rtol=1e-4, atol=1e-4)
+    assert all(p.top1_name == config.class_names[p.top1] for p in predictions)
+    # Each prediction names the newest events message that went into it.
+    first_us = np.array([int(i.message.events["timestamp"][0]) for i in items])
+    for p in predictions[:-1]:
+        newest = int(np.searchsorted(first_us, p.t_end_us)) - 1
+        assert p.sent_ns == items[newest].message.sent_ns
+    # Everything went out under the worker's session, seq +1 per message, in order.
+    assert [m.seq for m in sent] == list(range(1, len(sent) + 1))
+    assert sent[0].segments == labels.segments and sent[0].source_session == "p1"
+    assert isinstance(sent[-1], wire.End) and sent[-1].source_session == "p1"
+    previews = [m for m in sent if isinstance(m, wire.Preview)]
+    assert sum(p.events for p in previews) == len(events)
+    counters = classifier.counters["cam"]
+    assert counters.events == len(events) and counters.predictions == steps
+    assert classifier.all_ended() and not classifier.streams
+
+
+def test_overload_runs_only_the_newest_steps_of_a_push():
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events
+    _, _, stream_model = nmnist_model()
+    sent: list[wire.Message] = []
+    options = ClassifierOptions(max_steps_per_push=2, preview_hz=0)
+    classifier = Classifier(stream_model, options, Outbox(sent.append, "w"))
+    classifier.process(messages_of(events))  # one push over ~30 hops
+    predictions = [m for m in sent if isinstance(m, wire.Prediction)]
+    counters = classifier.counters["cam"]
+    assert len(predictions) == 2 and counters.steps_skipped == counters.steps - 2 > 20
+    assert predictions[0].skipped == counters.steps_skipped and predictions[1].skipped == 0
+    assert predictions[1].step == counters.steps - 1  # the newest
+
+
+def test_a_dropped_send_is_counted_and_still_uses_its_seq():
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events
+    _, _, stream_model = nmnist_model()
+    kept: list[wire.Message] = []
+
+    def every_other(message: wire.Message) -> bool:
+        if message.seq % 2:
+            return False  # a full queue
+        kept.append(message)
+        return True
+
+    outbox = Outbox(every_other, "w")
+    lossless = ClassifierOptions(max_steps_per_push=None, preview_hz=0)
+    classifier = Classifier(stream_model, lossless, outbox)
+    classifier.process(messages_of(events))
+    assert outbox.dropped > 10 and all(m.seq % 2 == 0 for m in kept)
+    assert outbox.dropped + len(kept) == classifier.counters["cam"].predictions

@@ -59,9 +59,13 @@ class Subscriber:
         self.stats = wire.WireStats()
 
     def receive(self, timeout_ms: int = 100) -> tuple[wire.Message, int] | None:
-        """The next message and when it arrived (``time.time_ns()``), or None on timeout."""
-        message = wire.receive(self.socket, self.stats, log, timeout_ms=timeout_ms)
-        return None if message is None else (message, time.time_ns())
+        """The next message and when it arrived (``time.time_ns()`` as the socket had it,
+        before decoding), or None on timeout or a malformed message (counted)."""
+        if not self.socket.poll(timeout_ms):
+            return None
+        received_ns = time.time_ns()
+        message = wire.receive(self.socket, self.stats, log, timeout_ms=0)
+        return None if message is None else (message, received_ns)
 
     def close(self) -> None:
         self.socket.close(0)

@@ -109,6 +109,28 @@ class PredictionLog:
             "hop_accuracy_unsmoothed": hops_correct_raw / hops if hops else None,
         }
 
+    def decision_latencies_ms(self) -> tuple[list[float], int]:
+        """Per labelled segment, onset -> the end of the first hop from which the smoothed
+        top-1 is right and stays right to the segment's last hop (hops whose last µs
+        lies in the segment); and how many segments never settled on the right answer."""
+        latencies: list[float] = []
+        undecided = 0
+        for log in self.streams.values():
+            order = np.argsort(log.t_end_us, kind="stable")
+            t_end = np.asarray(log.t_end_us, dtype=np.int64)[order]
+            top1 = np.asarray(log.top1, dtype=np.int64)[order]
+            for label, start_us, end_us in log.segments:
+                first = int(np.searchsorted(t_end, start_us, side="right"))
+                last = int(np.searchsorted(t_end, end_us, side="right"))
+                right = top1[first:last] == label
+                if not len(right) or not right[-1]:
+                    undecided += 1
+                    continue
+                wrong = np.flatnonzero(~right)
+                settled = int(wrong[-1]) + 1 if len(wrong) else 0
+                latencies.append((int(t_end[first + settled]) - start_us) / 1e3)
+        return latencies, undecided
+
     def latency(self) -> dict[str, Any]:
         return {
             "latency_ms_p50": percentile(self.latency_ms, 50),

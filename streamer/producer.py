@@ -154,7 +154,7 @@ def _publish(
 ) -> str:
     """Pace and send everything the source yields; the reason it stopped."""
     stats = sender.stats
-    for item in source.items(stop_event):
+    for item, until_us in _with_watermarks(source, stop_event):
         if stop_event.is_set():
             return "stopped"
         subscriptions.drain()
@@ -164,7 +164,9 @@ def _publish(
             first_us, last_us = int(item["timestamp"][0]), int(item["timestamp"][-1])
             if not pacer.wait(first_us, last_us, stop_event):
                 return "stopped"
-            message = wire.Events(**sender.envelope(), events=item, sensor=source.sensor)
+            message = wire.Events(
+                **sender.envelope(), events=item, sensor=source.sensor, until_us=until_us
+            )
             if sender.send(message, len(item)):
                 stats.event_messages += 1
                 stats.events += len(item)
@@ -180,6 +182,28 @@ def _publish(
         else:
             raise TypeError(f"source yielded {type(item).__name__}, not a SourceItem")
     return "stopped" if stop_event.is_set() else "end of source"
+
+
+def _with_watermarks(source: Source, stop_event: threading.Event):
+    """``(item, until_us)`` for each item of the source. For a recorded or synthetic
+    source the next item is read ahead (it is there at once), and a chunk followed by
+    another carries the next one's first timestamp: no event before it will come, so a
+    worker can close the hop it ends without waiting for the next message (the
+    chunk's duration less latency). A live source is not read ahead (the next batch
+    is in the future): ``until_us`` is None."""
+    items = source.items(stop_event)
+    if source.live:
+        for item in items:
+            yield item, None
+        return
+    item = next(items, None)
+    while item is not None:
+        following = next(items, None)
+        until_us = None
+        if isinstance(item, np.ndarray) and isinstance(following, np.ndarray) and len(following):
+            until_us = int(following["timestamp"][0])
+        yield item, until_us
+        item = following
 
 
 def run_producer(

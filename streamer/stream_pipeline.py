@@ -279,7 +279,9 @@ class StreamPipeline:
             log.warning("stream %r: %d events rejected: %s", self.stream, len(events), error)
             return
         self.counters.events_late += self.compressor.stats.events_dropped_late - late_before
-        more = self.compressor.advance_to(last_raw_us)  # time passed even if all was cropped
+        # Time passed even if all was cropped; up to the producer's watermark if it sent one.
+        watermarks = [i.message.until_us for i in piece if i.message.until_us is not None]
+        more = self.compressor.advance_to(max([last_raw_us, *watermarks]))
         if len(more):
             steps = _concat_steps(steps, more)
         self.last_event_us = (
@@ -315,20 +317,24 @@ class StreamPipeline:
             end_us = int(steps.end_us[i])
             started = time.perf_counter()
             logits = self.model.runner.step(steps.values[i], self.slot)
+            stepped = time.perf_counter()
             probs = self._smoothed(logits)
             top1 = int(np.argmax(probs))
-            infer_ms = (time.perf_counter() - started) * 1e3
+            done = time.perf_counter()
             if provenance is not None:
                 sent_ns, closed_sent_ns, closed_received_ns = provenance.for_step(end_us)
             else:  # flushed at end: the stream's last message closed it
                 sent_ns = closed_sent_ns = self.last_sent_ns
                 closed_received_ns = self.last_received_ns
+            published_ns = time.time_ns()
             timings_ms = {
                 "receive": round(max(cycle_start_ns - closed_received_ns, 0) / 1e6, 4),
                 "compress": round(compress_ms, 4),
-                "infer": round(infer_ms, 4),
+                "step": round((stepped - started) * 1e3, 4),
+                "readout": round((done - stepped) * 1e3, 4),
+                "infer": round((done - started) * 1e3, 4),
                 "publish": round(self.outbox.last_publish_ms, 4),
-                "worker": round((time.time_ns() - closed_received_ns) / 1e6, 4),
+                "worker": round((published_ns - closed_received_ns) / 1e6, 4),
             }
             prediction = wire.Prediction(
                 stream=self.stream,
@@ -345,6 +351,8 @@ class StreamPipeline:
                 top1_name=self.model.class_names[top1],
                 top1_prob=float(probs[top1]),
                 closed_by_sent_ns=closed_sent_ns,
+                closed_by_received_ns=closed_received_ns,
+                published_ns=published_ns,
                 source_session=self.session,
                 model=self.model.name,
                 timings_ms=timings_ms,

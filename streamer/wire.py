@@ -133,11 +133,14 @@ class Message:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Events(Message):
-    """A chunk of events of one stream, from a sensor of ``sensor`` pixels."""
+    """A chunk of events of one stream, from a sensor of ``sensor`` pixels. ``until_us``
+    (optional): the stream has no further event before this time (a watermark), so a
+    receiver may close the time steps that end at or before it."""
 
     type: ClassVar[str] = "events"
     events: np.ndarray  # EVENT_DTYPE; after decode a view on the received frame
     sensor: SensorSize
+    until_us: int | None = None
 
     def fields(self) -> dict[str, Any]:
         count = len(self.events)
@@ -148,6 +151,7 @@ class Events(Message):
             "width": int(self.sensor.width),
             "height": int(self.sensor.height),
             "dtype": "dv-event16",
+            **({} if self.until_us is None else {"until_us": int(self.until_us)}),
         }
 
     def payload(self) -> memoryview:
@@ -168,7 +172,10 @@ class Events(Message):
                 f"({count * EVENT_DTYPE.itemsize} expected)",
             )
         events = np.frombuffer(payload, dtype=EVENT_DTYPE)
-        return cls(**envelope, events=events, sensor=SensorSize(width, height))
+        until_us = _integer(header, "until_us", "bad_field", None)
+        if until_us is not None and count and until_us <= events["timestamp"][-1]:
+            raise WireError("bad_field", f"until_us {until_us} not after the last event")
+        return cls(**envelope, events=events, sensor=SensorSize(width, height), until_us=until_us)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -229,7 +236,10 @@ class Prediction(Message):
 
     ``probs`` is the smoothed (EMA) class distribution, ``logits`` the step's raw
     readout; ``top1`` indexes ``probs``. ``closed_by_sent_ns`` is the send time of
-    the events message that closed the step; ``timings_ms`` the worker's stages."""
+    the events message that closed the step, ``closed_by_received_ns`` when the
+    worker received it, ``published_ns`` when the prediction left the worker (all
+    ``time.time_ns()``: one clock on one machine); ``timings_ms`` the worker's
+    stages (docs/streaming.md)."""
 
     type: ClassVar[str] = "prediction"
     t_end_us: int  # the step's end in stream time: it holds events before this
@@ -242,6 +252,8 @@ class Prediction(Message):
     step: int = 0  # index of the step since the stream's (re)start
     skipped: int = 0  # steps skipped just before this one (overload)
     closed_by_sent_ns: int = 0
+    closed_by_received_ns: int = 0  # when the worker took that message off its socket
+    published_ns: int = 0  # when the worker handed this prediction to its socket
     source_session: str = ""
     model: str = ""
     timings_ms: Mapping[str, float] = field(default_factory=dict)
@@ -263,6 +275,8 @@ class Prediction(Message):
             "top1_name": self.top1_name,
             "top1_prob": float(self.top1_prob),
             "closed_by_sent_ns": int(self.closed_by_sent_ns),
+            "closed_by_received_ns": int(self.closed_by_received_ns),
+            "published_ns": int(self.published_ns),
             "source_session": self.source_session,
             "model": self.model,
             "timings_ms": dict(self.timings_ms),
@@ -298,6 +312,8 @@ class Prediction(Message):
             step=_integer(header, "step", bad, 0),
             skipped=_integer(header, "skipped", bad, 0),
             closed_by_sent_ns=_integer(header, "closed_by_sent_ns", bad, envelope["sent_ns"]),
+            closed_by_received_ns=_integer(header, "closed_by_received_ns", bad, 0),
+            published_ns=_integer(header, "published_ns", bad, 0),
             source_session=_text(header, "source_session", bad, ""),
             model=_text(header, "model", bad, ""),
             timings_ms={str(k): float(v) for k, v in timings.items()},

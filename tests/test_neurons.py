@@ -155,3 +155,14 @@ def test_membrane_stays_float32_for_bf16_input():
     torch.testing.assert_close(out, lif(x.float())[0])
     _, state = lif.step(x[0], lif.initial_state(x[0].float()))
     assert state.u.dtype == torch.float32
+
+
+def test_spikes_without_gradients_equal_the_autograd_path():
+    """Inference computes the staircase directly (no autograd Function): same values."""
+    p = MTLIFParameters(levels=4, threshold=0.7)
+    u = torch.linspace(-2.0, 5.0, 1001)
+    with torch.no_grad():
+        direct = graded_spikes(u, p)
+    via_function = graded_spikes(u.clone().requires_grad_(), p)
+    assert via_function.requires_grad
+    assert torch.equal(direct, via_function.detach())

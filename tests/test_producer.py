@@ -380,3 +380,28 @@ def test_configuring_the_command_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_recorded_chunks_carry_the_next_chunks_first_time_as_watermark():
+    """A non-live source is read one item ahead: each events message says until when the
+    stream is complete, so a worker need not wait for the next message to close a hop."""
+    source = SyntheticSource(50_000, sensor=SensorSize(34, 34), duration_us=20_000, seed=3)
+    running = Running(source, speed=math.inf)
+    messages = running.receive_until_end()
+    running.join()
+    chunks = [m for m in messages if m.type == "events"]
+    assert len(chunks) == 20
+    for message, following in zip(chunks, chunks[1:], strict=False):
+        assert message.until_us == int(following.events["timestamp"][0])
+        assert message.until_us > int(message.events["timestamp"][-1])
+    assert chunks[-1].until_us is None  # nothing follows the last one
+
+
+def test_live_sources_are_not_read_ahead_and_carry_no_watermark():
+    class Live(SyntheticSource):
+        live = True
+
+    running = Running(Live(50_000, sensor=SensorSize(34, 34), duration_us=5_000, seed=3))
+    messages = running.receive_until_end()
+    running.join()
+    assert all(m.until_us is None for m in messages if m.type == "events")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from core.compress import compress_clip
-from core.events import SensorSize
+from core.events import SensorSize, make_events
 from core.labels import LabelSegment
 from core.source import TimeChunker
 from models.checkpoint import load_checkpoint
@@ -126,3 +126,26 @@ def test_a_dropped_send_is_counted_and_still_uses_its_seq():
     classifier.process(messages_of(events))
     assert outbox.dropped > 10 and all(m.seq % 2 == 0 for m in kept)
     assert outbox.dropped + len(kept) == classifier.counters["cam"].predictions
+
+
+def test_a_watermark_closes_the_hop_without_waiting_for_the_next_message():
+    _, _, stream_model = nmnist_model()
+    rng = np.random.default_rng(0)
+    count = 500
+    events = make_events(
+        np.sort(rng.integers(0, HOP_US, count)),  # all inside the first hop
+        rng.integers(0, 34, count),
+        rng.integers(0, 34, count),
+        rng.integers(0, 2, count),
+    )
+    answers = {}
+    for until_us in (None, HOP_US):
+        sent: list[wire.Message] = []
+        lossless = ClassifierOptions(max_steps_per_push=None, preview_hz=0)
+        classifier = Classifier(stream_model, lossless, Outbox(sent.append, "w"))
+        message = wire.Events(
+            stream="cam", session="p", seq=0, events=events, sensor=SENSOR, until_us=until_us
+        )
+        classifier.process([Pending(message, time.time_ns())])
+        answers[until_us] = [m.t_end_us for m in sent if isinstance(m, wire.Prediction)]
+    assert answers == {None: [], HOP_US: [HOP_US]}

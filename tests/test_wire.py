@@ -235,3 +235,19 @@ def test_topics_filter_by_type_and_stream():
         pub.close(linger=0)
         sub.close(linger=0)
         context.term()
+
+
+def test_a_watermark_travels_with_events_and_must_follow_them():
+    events = sample_events(10)
+    last = int(events["timestamp"][-1])
+    message = wire.Events(
+        stream="a", session="s", seq=0, events=events, sensor=SENSOR, until_us=last + 1
+    )
+    assert decode(encode(message)).until_us == last + 1
+    assert decode(encode(events_message("a", "s", 0, events))).until_us is None
+    frames = [bytes(f) for f in encode(message)]
+    header = json.loads(frames[1])
+    for bad in (last, "soon"):
+        frames[1] = json.dumps({**header, "until_us": bad}).encode()
+        with pytest.raises(WireError, match="bad_field"):
+            decode(frames)

@@ -4,6 +4,7 @@ garbage, sequence gaps, invalid events, a time jump and a producer restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -338,9 +339,14 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
     for message in sub.of_type("prediction"):
         probs = message.probs
         assert abs(probs.sum() - 1) < 1e-9 and message.top1 == int(np.argmax(probs))
-        assert set(message.timings_ms) == {
-            "receive", "compress", "infer", "publish", "worker",
+        timings = message.timings_ms
+        assert set(timings) == {
+            "receive", "compress", "step", "readout", "infer", "publish", "worker",
         }  # fmt: skip
+        assert timings["infer"] == pytest.approx(timings["step"] + timings["readout"], abs=2e-4)
+        # The worker's clock readings: the closing message arrived, then this went out.
+        assert message.closed_by_sent_ns <= message.closed_by_received_ns
+        assert message.closed_by_received_ns < message.published_ns
     previews = sub.of_type("preview")
     assert previews and all(p.image.shape == (2, 34, 34) for p in previews)
     assert sum(p.events for p in previews) == (30 + 15 + 9 + 10 + 20) * 40
@@ -377,3 +383,22 @@ def test_the_default_checkpoint_follows_the_sensor_size():
     assert default_checkpoint_path(SensorSize(34, 34)).name == "nmnist.pt"
     assert default_checkpoint_path(SensorSize(128, 128)).name == "dvs_sign.pt"
     assert default_checkpoint_path(SensorSize(346, 260)).name == "dvs_sign.pt"
+
+
+def test_runners_fold_batchnorm_into_a_copy_and_answer_as_before():
+    from core.compress import compress_clip
+    from models.runner import for_inference
+    from replay.formats.nmnist import read_nmnist
+    from tests.conftest import shared_path
+
+    model, config = trained_nmnist()
+    folded = for_inference(model)
+    assert all(isinstance(b.bn, torch.nn.BatchNorm2d) for b in model.blocks)  # untouched
+    assert not any(isinstance(b.bn, torch.nn.BatchNorm2d) for b in folded.blocks)
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events
+    compression = dataclasses.replace(config.compression, steps=30, window_us=300_000)
+    clip = torch.from_numpy(compress_clip(events, compression, t0_us=0))[:, None]
+    with torch.inference_mode():
+        expected, answered = model(clip), folded(clip)
+    assert expected.std(0).max() > 0.1  # a readout that moves
+    torch.testing.assert_close(answered, expected, rtol=1e-4, atol=1e-4)

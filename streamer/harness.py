@@ -1,0 +1,450 @@
+"""The latency harness: the real processes on loopback, and the same events measured
+in-process beside them (the step alone, the bare compressor), in one run.
+
+``stcsnn bench latency`` and ``stcsnn bench throughput`` (stcsnn/commands/) run it;
+docs/benchmarks.md says what each figure means. It is the one module of the
+processes layer that imports model and replay code: it measures them in-process.
+
+Stages of one prediction, from clock readings on one machine (``time.time_ns``):
+
+    wait_close     the hop's last events sent -> the events message that closes the hop sent
+                   (a hop is complete only when an event at or after its end arrives)
+    transport_in   that message sent by the producer -> received by the worker
+    queue          received -> the worker's processing cycle started
+    compress       sensor adapter + streaming compressor over the merged push
+    step           the network step (runner.step)
+    readout        EMA and softmax
+    worker         received -> the prediction handed to the worker's socket
+    transport_out  handed to the socket -> received here
+    end_to_end     the hop's last events sent -> the prediction received here
+    overhead       end_to_end - step
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.compress import CompressionConfig, StreamingCompressor
+from core.events import SensorSize
+from core.source import Labels
+from streamer import wire
+from streamer.pipeline import Pipeline
+from streamer.prediction_log import PredictionLog, percentile
+
+STAGES = (
+    "wait_close",
+    "transport_in",
+    "queue",
+    "compress",
+    "step",
+    "readout",
+    "worker",
+    "transport_out",
+    "end_to_end",
+    "overhead",
+)
+WARMUP_US = 1_000_000  # predictions of the first second of event time are not scored
+MAX_STEPS_TIMED = 300
+REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compressor figures
+
+
+# --- the workload, in-process ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the producer publishes, as its command-line options, and the same events
+    made in this process (the seeded synthetic generator, or the replay player)."""
+
+    source_args: tuple[str, ...]
+    description: str
+
+    @classmethod
+    def synthetic(cls, rate: float, sensor: SensorSize, seconds: float, seed: int = 0):
+        args = ("--synthetic", str(rate), "--sensor", f"{sensor.width}x{sensor.height}")
+        args += ("--duration-s", str(seconds), "--seed", str(seed))
+        return cls(args, f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s")
+
+    @classmethod
+    def replay(cls, path: str, limit: int | None = None):
+        args = ("--replay", str(path)) + (("--limit", str(limit)) if limit else ())
+        return cls(args, f"replay of {path}" + (f" ({limit} recordings)" if limit else ""))
+
+    def reference(self, max_events: int = REFERENCE_EVENTS) -> Reference:
+        """The same events in this process: the first ``max_events`` of them kept whole,
+        all of them counted per millisecond of event time, and the labels."""
+        from replay.player import open_replay
+        from streamer.sources import SyntheticSource
+
+        args = dict(zip(self.source_args[::2], self.source_args[1::2], strict=True))
+        if "--replay" in args:
+            limit = int(args["--limit"]) if "--limit" in args else None
+            source = open_replay(args["--replay"], limit=limit)
+        else:
+            width, height = (int(v) for v in args["--sensor"].split("x"))
+            source = SyntheticSource(
+                float(args["--synthetic"]),
+                sensor=SensorSize(width, height),
+                duration_us=round(float(args["--duration-s"]) * 1e6),
+                seed=int(args["--seed"]),
+            )
+        reference = Reference(source.sensor)
+        try:
+            for item in source.items(threading.Event()):
+                reference.add(item, max_events)
+        finally:
+            source.close()
+        return reference
+
+
+@dataclass
+class Reference:
+    """The workload's events as the harness keeps them (``Workload.reference``)."""
+
+    sensor: SensorSize
+    chunks: list[np.ndarray] = field(default_factory=list)  # the first events, whole
+    kept_events: int = 0
+    events: int = 0
+    per_ms: Counter = field(default_factory=Counter)  # events per millisecond of event time
+    segments: list = field(default_factory=list)
+
+    def add(self, item, max_events: int) -> None:
+        if isinstance(item, Labels):
+            self.segments += item.segments
+        if not isinstance(item, np.ndarray) or not len(item):
+            return
+        self.events += len(item)
+        ms, counts = np.unique(item["timestamp"] // 1000, return_counts=True)
+        self.per_ms.update(dict(zip(ms.tolist(), counts.tolist(), strict=True)))
+        if self.kept_events < max_events:
+            self.chunks.append(item)
+            self.kept_events += len(item)
+
+    def events_between(self, start_us: int, end_us: int) -> int:
+        """Events in ``[start_us, end_us)`` (to the millisecond)."""
+        return sum(n for ms, n in self.per_ms.items() if start_us // 1000 <= ms < end_us // 1000)
+
+
+# --- in-process references --------------------------------------------------------------
+
+
+def compressor_events_per_s(chunks: list[np.ndarray], compression: CompressionConfig) -> float:
+    """The bare streaming compressor over ``chunks`` (input already in the model's
+    sensor): median events/s of three passes, after one warm-up pass."""
+    events = sum(len(c) for c in chunks)
+    seconds = []
+    for _ in range(4):
+        compressor = StreamingCompressor(compression, start_us=0)
+        started = time.perf_counter()
+        for chunk in chunks:
+            compressor.push(chunk)
+        seconds.append(time.perf_counter() - started)
+    return events / statistics.median(seconds[1:])
+
+
+def adapted_chunks(chunks, sensor: SensorSize, compression: CompressionConfig):
+    from core.adapt import SensorAdapter
+
+    adapter = SensorAdapter(sensor, compression.input_sensor)
+    return [adapter(chunk) for chunk in chunks]
+
+
+def step_times_ms(runner, chunks, compression: CompressionConfig) -> list[float]:
+    """``runner.step`` on the real compressed steps of ``chunks``, one stream."""
+    compressor = StreamingCompressor(compression, start_us=0)
+    values = []
+    for chunk in chunks:
+        values += list(compressor.push(chunk).values)
+        if len(values) >= MAX_STEPS_TIMED:
+            break
+    slot = runner.new_slot()
+    for x in values[:3]:
+        runner.step(x, slot)
+    times = []
+    for x in values:
+        started = time.perf_counter()
+        runner.step(x, slot)
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def in_process_runner(model_path: str | None, sensor: SensorSize, hop_us: int | None):
+    """(runner, compression with the hop, checkpoint path) as ``stcsnn worker`` builds them."""
+    from models.runner import (
+        choose_device,
+        configure_threads,
+        default_checkpoint_path,
+        load_model,
+        make_runner,
+    )
+    from streamer.stream_pipeline import stream_compression
+
+    path = model_path or default_checkpoint_path(sensor)
+    configure_threads(None)
+    loaded = load_model(path)
+    window = loaded.config.stream_window_steps or None
+    runner = make_runner(loaded.model, choose_device("auto"), window_steps=window)
+    return runner, stream_compression(loaded.config.compression, hop_us), path
+
+
+# --- the processes ----------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    """What the harness's subscriber saw of one run."""
+
+    predictions: list[tuple[wire.Prediction, int]] = field(default_factory=list)
+    log: PredictionLog = field(default_factory=PredictionLog)
+    producer: dict[str, Any] = field(default_factory=dict)
+    worker: dict[str, Any] = field(default_factory=dict)
+    end_received: bool = False
+    wall_s: float = 0.0
+
+
+def run_processes(
+    workload: Workload,
+    *,
+    model: str | None,
+    hop_us: int | None,
+    speed: str,
+    lossless: bool,
+    timeout_s: float,
+) -> Observed:
+    """producer -> worker -> here; until every stream ended (or the producer finished
+    and nothing came for 3 s: a lossless producer that gave up on its end message)."""
+    mode = ["--lossless"] if lossless else []
+    worker_args = ["--quiet", "--threads", "1", *mode]
+    worker_args += ["--model", model] if model else []
+    worker_args += ["--hop-us", str(hop_us)] if hop_us else []
+    pipeline = Pipeline(
+        workload.source_args,
+        producer_args=["--speed", speed, "--quiet", *mode],
+        worker_args=worker_args,
+    )
+    observed = Observed()
+    started = time.monotonic()
+    with pipeline:
+        quiet_since = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            received = pipeline.receive(timeout_ms=100)
+            if received is None:
+                if pipeline.producer.returncode == 0 and time.monotonic() - quiet_since > 3:
+                    break
+                continue
+            message, received_ns = received
+            observed.log.add(message, received_ns)
+            if isinstance(message, wire.Prediction):
+                observed.predictions.append(received)
+                quiet_since = time.monotonic()
+            if isinstance(message, wire.End):
+                observed.end_received = True
+                break
+    observed.wall_s = time.monotonic() - started
+    observed.producer = pipeline.producer_stats or {}
+    observed.worker = pipeline.worker_stats or {}
+    return observed
+
+
+def stage_samples_ms(predictions: Sequence[tuple[wire.Prediction, int]]) -> dict[str, list]:
+    """Per stage, one value per prediction after the warm-up (module docstring)."""
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    first_us = predictions[0][0].t_end_us if predictions else 0
+    for p, arrived_ns in predictions:
+        if p.t_end_us - first_us < WARMUP_US or not p.published_ns:
+            continue
+        t = p.timings_ms
+        end_to_end = (arrived_ns - p.sent_ns) / 1e6
+        values = {
+            "wait_close": (p.closed_by_sent_ns - p.sent_ns) / 1e6,
+            "transport_in": (p.closed_by_received_ns - p.closed_by_sent_ns) / 1e6,
+            "queue": t.get("receive", math.nan),
+            "compress": t.get("compress", math.nan),
+            "step": t.get("step", math.nan),
+            "readout": t.get("readout", math.nan),
+            "worker": (p.published_ns - p.closed_by_received_ns) / 1e6,
+            "transport_out": (arrived_ns - p.published_ns) / 1e6,
+            "end_to_end": end_to_end,
+            "overhead": end_to_end - t.get("step", math.nan),
+        }
+        for stage, value in values.items():
+            samples[stage].append(value)
+    return samples
+
+
+def summary_ms(samples: dict[str, list[float]]) -> dict[str, dict[str, float | None]]:
+    return {
+        stage: {"p50": _round(percentile(v, 50)), "p99": _round(percentile(v, 99))}
+        for stage, v in samples.items()
+    }
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def dropped(observed: Observed) -> int:
+    return int(observed.producer.get("dropped_events") or 0) + int(
+        observed.worker.get("dropped_events") or 0
+    )
+
+
+def events_processed_per_s(observed: Observed, reference: Reference) -> float | None:
+    """Events of the hops between the first and the last prediction, per second of the
+    wall time between their arrivals (the rate the pipeline got through)."""
+    if len(observed.predictions) < 2:
+        return None
+    (first, first_ns), (last, last_ns) = observed.predictions[0], observed.predictions[-1]
+    if last_ns <= first_ns:
+        return None
+    return reference.events_between(first.t_end_us, last.t_end_us) / ((last_ns - first_ns) / 1e9)
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+def latency_report(
+    workload: Workload,
+    *,
+    model: str | None = None,
+    hop_us: int | None = None,
+    speed: str = "1",
+    lossless: bool = False,
+    timeout_s: float = 600.0,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """One run at ``speed`` (live policy unless ``lossless``), with the step and the
+    bare compressor measured in-process on the same events; (report, stage samples)."""
+    reference = workload.reference()
+    runner, compression, path = in_process_runner(model, reference.sensor, hop_us)
+    adapted = adapted_chunks(reference.chunks, reference.sensor, compression)
+    step_ms = step_times_ms(runner, adapted, compression)
+    compressor_rate = compressor_events_per_s(adapted, compression)
+    observed = run_processes(
+        workload, model=str(path), hop_us=hop_us, speed=speed, lossless=lossless,
+        timeout_s=timeout_s,
+    )  # fmt: skip
+    samples = stage_samples_ms(observed.predictions)
+    stages = summary_ms(samples)
+    report = {
+        "source": workload.description,
+        "model": str(path),
+        "hop_us": compression.step_us,
+        "speed": speed,
+        "policy": "lossless" if lossless else "live",
+        "latency_ms_p50": stages["end_to_end"]["p50"],
+        "latency_ms_p99": stages["end_to_end"]["p99"],
+        "step_ms_p50": _round(percentile(step_ms, 50)),
+        "overhead_ms_p50": stages["overhead"]["p50"],
+        "events_per_s": _round(events_processed_per_s(observed, reference), 0),
+        "events": reference.events,
+        "dropped": dropped(observed),
+        "steps_skipped": int(observed.worker.get("steps_skipped") or 0),
+        "compressor_events_per_s": round(compressor_rate),
+        "predictions": len(observed.predictions),
+        "scored_predictions": len(samples["end_to_end"]),
+        "end_received": observed.end_received,
+        "producer_max_lateness_ms": round(1e3 * observed.producer.get("max_lateness_s", 0.0), 1),
+        "stages_ms": stages,
+        "stage_definitions": __doc__.split("one machine (``time.time_ns``):")[1].strip(),
+    }
+    accuracy = observed.log.accuracy()
+    if accuracy:
+        latencies, undecided = observed.log.decision_latencies_ms()
+        report["streaming_accuracy"] = accuracy["streaming_accuracy"]
+        report["segments"] = accuracy["segments"]
+        report["decision_latency_ms_p50"] = _round(percentile(latencies, 50))
+        report["undecided_segments"] = undecided
+    return report, samples
+
+
+def throughput_report(
+    workload: Workload, *, model: str | None = None, hop_us: int | None = None,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Producer -> worker lossless and unpaced: the events per second the pipeline gets
+    through, beside the bare compressor on the same events in the same run."""
+    reference = workload.reference()
+    runner, compression, path = in_process_runner(model, reference.sensor, hop_us)
+    adapted = adapted_chunks(reference.chunks, reference.sensor, compression)
+    compressor_rate = compressor_events_per_s(adapted, compression)
+    step_ms = step_times_ms(runner, adapted, compression)
+    observed = run_processes(
+        workload, model=str(path), hop_us=hop_us, speed="max", lossless=True,
+        timeout_s=timeout_s,
+    )  # fmt: skip
+    rate = events_processed_per_s(observed, reference)
+    return {
+        "source": workload.description,
+        "model": str(path),
+        "hop_us": compression.step_us,
+        "events": reference.events,
+        "events_per_hop": round(
+            reference.events / max(1, len(reference.per_ms)) * (compression.step_us / 1000), 1
+        ),  # fmt: skip
+        "events_per_s": _round(rate, 0),
+        "compressor_events_per_s": round(compressor_rate),
+        "ratio": _round(rate / compressor_rate if rate else None),
+        "step_ms_p50": _round(percentile(step_ms, 50)),
+        "dropped": dropped(observed),
+        "steps_skipped": int(observed.worker.get("steps_skipped") or 0),
+        "end_received": observed.end_received,
+        "wall_s": round(observed.wall_s, 3),
+    }
+
+
+def plot_stages(samples: dict[str, list[float]], path: Path, title: str) -> Path:
+    """The latency CDF of every stage (log time axis) as a PNG."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for stage in STAGES:
+        values = np.sort(np.asarray([v for v in samples[stage] if v > 0], dtype=float))
+        if len(values):
+            axes.plot(values, np.arange(1, len(values) + 1) / len(values), label=stage)
+    axes.set_xscale("log")
+    axes.set_xlabel("ms")
+    axes.set_ylabel("fraction of predictions")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def plot_rates(reports: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """End-to-end p50/p99 and events dropped versus the input rate, as a PNG."""
+    plt = _pyplot()
+    rates = [r["rate"] for r in reports]
+    figure, (latency, drops) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("latency_ms_p50", "latency_ms_p99"):
+        latency.plot(rates, [r[key] for r in reports], marker="o", label=key[11:])
+    latency.set(xscale="log", yscale="log", xlabel="input events/s", ylabel="end to end, ms")
+    latency.legend()
+    drops.plot(rates, [r["dropped"] for r in reports], marker="o", label="events dropped")
+    drops.plot(rates, [r["steps_skipped"] for r in reports], marker="o", label="steps skipped")
+    drops.set(xscale="log", xlabel="input events/s")
+    drops.legend()
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -1,0 +1,64 @@
+"""`stcsnn bench latency` and `stcsnn bench throughput`: the real processes, one JSON
+object with the documented keys, files written; figures are sane, not timed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.pipeline_helpers import ROOT, nmnist_playlist
+
+
+def bench(*args: str, timeout_s: float = 240) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "stcsnn", "bench", *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout[-2000:]
+    return json.loads(lines[0])
+
+
+def test_latency_on_a_synthetic_stream_reports_every_stage(tmp_path):
+    report = bench(
+        "latency", "--synthetic", "200k", "--sensor", "34x34", "--seconds", "2",
+        "--hop-us", "10000", "--out", str(tmp_path),
+    )  # fmt: skip
+    for key in ("latency_ms_p50", "latency_ms_p99", "step_ms_p50", "overhead_ms_p50"):
+        assert report[key] > 0, key
+    assert report["latency_ms_p50"] <= report["latency_ms_p99"]
+    assert report["overhead_ms_p50"] < report["latency_ms_p50"]
+    assert report["dropped"] == 0 and report["end_received"]
+    assert report["hop_us"] == 10_000 and report["predictions"] >= 190  # 2 s of 10 ms hops
+    assert report["events"] == pytest.approx(400_000, rel=0.02)
+    assert 100_000 < report["events_per_s"] < 400_000  # real time: about the input rate
+    assert report["compressor_events_per_s"] > 1e6
+    stages = report["stages_ms"]
+    assert set(stages) >= {"wait_close", "transport_in", "step", "transport_out", "end_to_end"}
+    assert all(stages[s]["p50"] is not None for s in stages)
+    assert json.loads((tmp_path / "latency.json").read_text()) == report
+    assert (tmp_path / "latency_stages.png").stat().st_size > 10_000
+
+
+def test_latency_on_a_labelled_replay_adds_accuracy(tmp_path):
+    playlist = nmnist_playlist(tmp_path, digits=range(4))
+    report = bench("latency", "--replay", str(playlist), "--speed", "4")
+    assert report["segments"] == 4 and 0.0 <= report["streaming_accuracy"] <= 1.0
+    assert report["policy"] == "lossless" and report["dropped"] == 0
+    assert report["decision_latency_ms_p50"] is None or report["decision_latency_ms_p50"] > 0
+
+
+def test_throughput_reports_the_rate_beside_the_bare_compressor():
+    report = bench("throughput", "--synthetic", "2M", "--sensor", "34x34", "--seconds", "2")
+    assert report["dropped"] == 0 and report["end_received"]
+    assert report["events_per_s"] > 0 and report["compressor_events_per_s"] > 0
+    assert report["ratio"] == pytest.approx(
+        report["events_per_s"] / report["compressor_events_per_s"], abs=1e-3
+    )

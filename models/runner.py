@@ -8,7 +8,7 @@ the device:
 * **CPU, eager** (default): ``model.step`` under ``torch.inference_mode()``;
   the conv layers already run channels_last (models/blocks.py). Threads are
   set once per process (``configure_threads``; measured in
-  benchmarks/bench_latency.py: the default is 1, see docs/streaming.md).
+  the default is 1, see docs/streaming.md, "Measured latency and throughput").
 * **CPU, ``compile=True``**: ``torch.compile(model.step)``. The first compile
   takes 14-29 s per input shape here, so it is opt-in and done in
   ``warmup()``, before the worker subscribes to anything.

@@ -135,6 +135,23 @@ class Reference:
         return sum(n for ms, n in self.per_ms.items() if start_us // 1000 <= ms < end_us // 1000)
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model the harness runs, and how: as ``stcsnn worker`` options."""
+
+    checkpoint: str | None = None  # None: the project's default for the sensor
+    hop_us: int | None = None  # None: the checkpoint's
+    device: str = "auto"
+    cuda_graph: bool = False
+    window: int | None = None  # None: the checkpoint's streaming mode; 0: stateful
+
+    def worker_args(self, checkpoint: str) -> list[str]:
+        args = ["--model", checkpoint, "--device", self.device]
+        args += ["--hop-us", str(self.hop_us)] if self.hop_us else []
+        args += ["--window", str(self.window)] if self.window is not None else []
+        return args + (["--cuda-graph"] if self.cuda_graph else [])
+
+
 # --- in-process references --------------------------------------------------------------
 
 
@@ -178,7 +195,7 @@ def step_times_ms(runner, chunks, compression: CompressionConfig) -> list[float]
     return times
 
 
-def in_process_runner(model_path: str | None, sensor: SensorSize, hop_us: int | None):
+def in_process_runner(choice: ModelChoice, sensor: SensorSize):
     """(runner, compression with the hop, checkpoint path) as ``stcsnn worker`` builds them."""
     from models.runner import (
         choose_device,
@@ -189,12 +206,16 @@ def in_process_runner(model_path: str | None, sensor: SensorSize, hop_us: int | 
     )
     from streamer.stream_pipeline import stream_compression
 
-    path = model_path or default_checkpoint_path(sensor)
+    path = choice.checkpoint or default_checkpoint_path(sensor)
     configure_threads(None)
     loaded = load_model(path)
-    window = loaded.config.stream_window_steps or None
-    runner = make_runner(loaded.model, choose_device("auto"), window_steps=window)
-    return runner, stream_compression(loaded.config.compression, hop_us), path
+    window = (loaded.config.stream_window_steps if choice.window is None else choice.window) or None
+    runner = make_runner(
+        loaded.model, choose_device(choice.device), cuda_graph=choice.cuda_graph,
+        window_steps=window,
+    )  # fmt: skip
+    compression = stream_compression(loaded.config.compression, choice.hop_us)
+    return runner, compression, str(path)
 
 
 # --- the processes ----------------------------------------------------------------------
@@ -214,9 +235,9 @@ class Observed:
 
 def run_processes(
     workload: Workload,
+    choice: ModelChoice,
+    checkpoint: str,
     *,
-    model: str | None,
-    hop_us: int | None,
     speed: str,
     lossless: bool,
     timeout_s: float,
@@ -224,9 +245,7 @@ def run_processes(
     """producer -> worker -> here; until every stream ended (or the producer finished
     and nothing came for 3 s: a lossless producer that gave up on its end message)."""
     mode = ["--lossless"] if lossless else []
-    worker_args = ["--quiet", "--threads", "1", *mode]
-    worker_args += ["--model", model] if model else []
-    worker_args += ["--hop-us", str(hop_us)] if hop_us else []
+    worker_args = ["--quiet", "--threads", "1", *mode, *choice.worker_args(checkpoint)]
     pipeline = Pipeline(
         workload.source_args,
         producer_args=["--speed", speed, "--quiet", *mode],
@@ -315,9 +334,8 @@ def events_processed_per_s(observed: Observed, reference: Reference) -> float | 
 
 def latency_report(
     workload: Workload,
+    choice: ModelChoice,
     *,
-    model: str | None = None,
-    hop_us: int | None = None,
     speed: str = "1",
     lossless: bool = False,
     timeout_s: float = 600.0,
@@ -325,19 +343,19 @@ def latency_report(
     """One run at ``speed`` (live policy unless ``lossless``), with the step and the
     bare compressor measured in-process on the same events; (report, stage samples)."""
     reference = workload.reference()
-    runner, compression, path = in_process_runner(model, reference.sensor, hop_us)
+    runner, compression, path = in_process_runner(choice, reference.sensor)
     adapted = adapted_chunks(reference.chunks, reference.sensor, compression)
     step_ms = step_times_ms(runner, adapted, compression)
     compressor_rate = compressor_events_per_s(adapted, compression)
     observed = run_processes(
-        workload, model=str(path), hop_us=hop_us, speed=speed, lossless=lossless,
-        timeout_s=timeout_s,
-    )  # fmt: skip
+        workload, choice, path, speed=speed, lossless=lossless, timeout_s=timeout_s
+    )
     samples = stage_samples_ms(observed.predictions)
     stages = summary_ms(samples)
     report = {
         "source": workload.description,
-        "model": str(path),
+        "model": path,
+        "device": runner.description,
         "hop_us": compression.step_us,
         "speed": speed,
         "policy": "lossless" if lossless else "live",
@@ -368,24 +386,23 @@ def latency_report(
 
 
 def throughput_report(
-    workload: Workload, *, model: str | None = None, hop_us: int | None = None,
-    timeout_s: float = 600.0,
-) -> dict[str, Any]:  # fmt: skip
+    workload: Workload, choice: ModelChoice, *, timeout_s: float = 600.0
+) -> dict[str, Any]:
     """Producer -> worker lossless and unpaced: the events per second the pipeline gets
     through, beside the bare compressor on the same events in the same run."""
     reference = workload.reference()
-    runner, compression, path = in_process_runner(model, reference.sensor, hop_us)
+    runner, compression, path = in_process_runner(choice, reference.sensor)
     adapted = adapted_chunks(reference.chunks, reference.sensor, compression)
     compressor_rate = compressor_events_per_s(adapted, compression)
     step_ms = step_times_ms(runner, adapted, compression)
     observed = run_processes(
-        workload, model=str(path), hop_us=hop_us, speed="max", lossless=True,
-        timeout_s=timeout_s,
-    )  # fmt: skip
+        workload, choice, path, speed="max", lossless=True, timeout_s=timeout_s
+    )
     rate = events_processed_per_s(observed, reference)
     return {
         "source": workload.description,
-        "model": str(path),
+        "model": path,
+        "device": runner.description,
         "hop_us": compression.step_us,
         "events": reference.events,
         "events_per_hop": round(

@@ -37,8 +37,24 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
         "--model", metavar="CKPT", help="checkpoint (default: the project's for the sensor)"
     )
     parser.add_argument("--hop-us", type=int, help="step length (default: the checkpoint's)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="windowed inference over N steps, 0 = stateful (default: the checkpoint's)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N")
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="CUDA: the worker replays its step as a graph"
+    )
     parser.add_argument("--out", type=Path, help="folder for the JSON report and PNG plots")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def model_choice(args: argparse.Namespace):
+    from streamer.harness import ModelChoice
+
+    return ModelChoice(args.model, args.hop_us, args.device, args.cuda_graph, args.window)
 
 
 def workload(args: argparse.Namespace, rate: float | None = None):
@@ -80,11 +96,7 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     for rate in rates:
         report, samples = harness.latency_report(
-            workload(args, rate),
-            model=args.model,
-            hop_us=args.hop_us,
-            speed=(args.speed or "1"),
-            lossless=replay,
+            workload(args, rate), model_choice(args), speed=(args.speed or "1"), lossless=replay
         )
         report["rate"] = rate or args.synthetic
         reports.append(report)
@@ -96,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     result = reports[0] if len(reports) == 1 else {"runs": reports}
     write(args.out, "latency.json", result)
     if len(reports) > 1 and args.out is not None:
-        harness.plot_rates(reports, args.out / "latency_rates.png", reports[0]["source"])
+        title = reports[0]["source"].split(",", 1)[1] + ", real time, live policy"
+        harness.plot_rates(reports, args.out / "latency_rates.png", "synthetic" + title)
     if args.json:
         print(json.dumps(result), flush=True)
     return 0

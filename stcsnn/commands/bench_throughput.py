@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from stcsnn.commands.bench_latency import _line, add_source_options, workload, write
+from stcsnn.commands.bench_latency import (
+    _line,
+    add_source_options,
+    model_choice,
+    workload,
+    write,
+)
 
 SWEEP_RATES = (1e6, 2e6, 5e6, 1e7, 2e7, 5e7)
 
@@ -34,9 +40,7 @@ def sweep(args: argparse.Namespace) -> dict:
 
     runs = []
     for rate in SWEEP_RATES:
-        report, _ = harness.latency_report(
-            workload(args, rate), model=args.model, hop_us=args.hop_us, speed="1"
-        )
+        report, _ = harness.latency_report(workload(args, rate), model_choice(args), speed="1")
         report["rate"] = rate
         report["kept_up"] = (
             report["dropped"] == 0
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out is not None:
             harness.plot_rates(result["runs"], args.out / "sweep.png", "real time, live policy")
     else:
-        result = harness.throughput_report(workload(args), model=args.model, hop_us=args.hop_us)
+        result = harness.throughput_report(workload(args), model_choice(args))
         if not args.json:
             print(
                 f"{result['source']}: {result['events_per_s']} ev/s through producer -> "

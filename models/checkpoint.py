@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from models.networks import ModelConfig, SpikingNet, build_network
+from replay.cache_files import written_atomically
 
 FORMAT = "stcsnn-checkpoint"
 FORMAT_VERSION = 1
@@ -65,7 +66,9 @@ def save_checkpoint(
     *,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s weights with ``config`` atomically (temp file + rename).
+    """Write ``model``'s weights with ``config`` atomically: a temporary file of this
+    writer's own, fsynced, renamed into place, the folder fsynced (two saves to one
+    path cannot mix; a crash leaves the old checkpoint or the new one).
 
     ``model`` may be wrapped (DistributedDataParallel, torch.compile): the
     underlying module's state dict is stored.
@@ -91,10 +94,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "extra": extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with written_atomically(path, durable=True) as temporary:
+        torch.save(payload, temporary)
     return path
 
 

@@ -102,11 +102,16 @@ def remove_abandoned_temporaries(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def written_atomically(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
+def written_atomically(
+    path: str | os.PathLike, *, folder: bool = False, durable: bool = False
+) -> Iterator[Path]:
     """A temporary file name (``folder``: an empty temporary folder) beside ``path``
     to write the entry to; renamed to ``path`` when the block ends, removed when
     it raises. A file replaces the one there; a folder that another process
-    renamed into place first is kept (built for the same name, so as good)."""
+    renamed into place first is kept (built for the same name, so as good).
+    Each writer has its own temporary name, so two writers never mix their bytes.
+    ``durable``: the file is fsynced before the rename and the folder after it,
+    so that a crash leaves the old entry or the whole new one, never an empty file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(path)
@@ -115,13 +120,26 @@ def written_atomically(path: str | os.PathLike, *, folder: bool = False) -> Iter
         temporary.mkdir()
     try:
         yield temporary
+        if durable and not folder:
+            _fsync(temporary)
         try:
             os.replace(temporary, path)
         except OSError:
             if not (folder and path.is_dir()):
                 raise
+        if durable:
+            _fsync(path.parent)
     finally:
         _remove(temporary)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def read_or_build(

@@ -202,15 +202,18 @@ class ReplaySource:
                 if close is not None:
                     close()
                 return SensorSize(int(sensor[0]), int(sensor[1]))
-            except (EventError, OSError, ValueError) as error:
+            except Exception as error:  # any unreadable file is skipped and counted
                 self._fail(path, error)
         raise SourceError(f"none of the {len(self.paths)} recording(s) could be opened")
 
     def _fail(self, path: Path, error: Exception) -> None:
         self.stats.samples_failed += 1
+        problem = (
+            str(error) if isinstance(error, EventError) else f"{type(error).__name__}: {error}"
+        )
         if len(self.stats.failures) < 100:
-            self.stats.failures.append((str(path), str(error)))
-        log.warning("skipped %s: %s", path, error)
+            self.stats.failures.append((str(path), problem))
+        log.warning("skipped %s: %s", path, problem)
 
     def items(self, stop_event: threading.Event) -> Iterator[SourceItem]:
         while not stop_event.is_set():
@@ -221,8 +224,8 @@ class ReplaySource:
                     return
                 try:
                     yield from self._sample_items(path)
-                except (EventError, OSError, ValueError) as error:
-                    self._fail(path, error)
+                except Exception as error:  # readers raise FormatError; anything else is
+                    self._fail(path, error)  # a reader's bug, and still only this file
             if self.stats.samples_played == played_before:
                 yield SourceEnd(f"replay: none of {len(self.paths)} recording(s) could be played")
                 return

@@ -13,12 +13,22 @@ Per stream (docs/streaming.md):
 
 An exception while processing a stream is counted (``errors``), logged, and
 forgets that stream; the others go on.
+
+Memory is bounded whatever the input: at most ``max_streams`` streams are open
+(begun and not ended) at once. A stream silent for ``idle_evict_s`` of wall time
+is closed (its open step flushed; ``streams_evicted``); a new stream beyond the
+bound, with none idle enough to make room, is refused and its messages dropped
+(``streams_refused``). Counters are kept for the open streams and the last
+RECENT_STREAMS finished ones, the rest summed in ``totals``, so stats messages
+stay bounded too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +42,10 @@ log = logging.getLogger("stcsnn.worker")
 
 DEFAULT_MAX_STEPS_PER_PUSH = 4
 DEFAULT_RESET_AFTER_US = 1_000_000
+DEFAULT_MAX_STREAMS = 64
+DEFAULT_IDLE_EVICT_S = 60.0
+RECENT_STREAMS = 64  # finished streams whose own counters stay in the stats
+REFUSAL_LOG_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,8 @@ class ClassifierOptions:
     max_steps_per_push: int | None = DEFAULT_MAX_STEPS_PER_PUSH  # None: never skip
     reset_after_us: int = DEFAULT_RESET_AFTER_US
     preview_hz: float = 30.0  # 0: no previews
+    max_streams: int = DEFAULT_MAX_STREAMS  # open at once
+    idle_evict_s: float = DEFAULT_IDLE_EVICT_S  # wall time without a message
 
 
 class Classifier:
@@ -48,11 +64,17 @@ class Classifier:
         self.model = model
         self.options = options
         self.outbox = outbox
-        self.streams: dict[str, StreamPipeline] = {}
-        self.counters: dict[str, StreamCounters] = {}
-        self.seen: set[str] = set()
-        self.ended: set[str] = set()
+        self.streams: dict[str, StreamPipeline] = {}  # open streams that have had events
+        self.open: dict[str, float] = {}  # begun, not ended -> last message (monotonic s)
+        self.counters: OrderedDict[str, StreamCounters] = OrderedDict()
+        self.totals = StreamCounters()  # of the finished streams no longer in ``counters``
+        self.ended_recent: deque[str] = deque(maxlen=RECENT_STREAMS)
+        self.ended_total = 0
+        self.any_seen = False
+        self.streams_refused = 0
+        self.streams_evicted = 0
         self.errors = 0
+        self._refusal_logged_s = -math.inf
 
     def process(self, items: list[Pending]) -> None:
         """One cycle: everything that was pending, stream by stream, in arrival order."""
@@ -60,15 +82,69 @@ class Classifier:
         by_stream: dict[str, list[Pending]] = {}
         for item in items:
             by_stream.setdefault(item.message.stream, []).append(item)
+        self.evict_idle(cycle_start_ns)
         for stream, stream_items in by_stream.items():
+            if not self._admit(stream):
+                continue
             try:
                 self._process_stream(stream, stream_items, cycle_start_ns)
             except Exception as error:  # never die on input: count, log, forget the stream
                 self.errors += 1
                 log.exception("stream %r: %s: state reset", stream, error)
-                pipeline = self.streams.pop(stream, None)
-                if pipeline is not None:
-                    pipeline.release()
+                self._close(stream)
+
+    # -- bounded bookkeeping -----------------------------------------------------------
+
+    def _admit(self, stream: str) -> bool:
+        """Whether this cycle's messages of ``stream`` are processed (module docstring)."""
+        now_s = time.monotonic()
+        if stream not in self.open and len(self.open) >= self.options.max_streams:
+            self.streams_refused += 1
+            if now_s - self._refusal_logged_s >= REFUSAL_LOG_INTERVAL_S:
+                self._refusal_logged_s = now_s
+                log.warning(
+                    "stream %r refused: %d streams open (--max-streams); %d refused so far",
+                    stream[:40],
+                    len(self.open),
+                    self.streams_refused,
+                )
+            return False
+        self.open[stream] = now_s
+        self.any_seen = True
+        return True
+
+    def evict_idle(self, cycle_start_ns: int | None = None) -> None:
+        """Close the streams silent for longer than ``idle_evict_s``."""
+        limit_s = time.monotonic() - self.options.idle_evict_s
+        for stream in [s for s, last_s in self.open.items() if last_s < limit_s]:
+            log.info("stream %r: silent for %.0f s: closed", stream, self.options.idle_evict_s)
+            pipeline = self.streams.get(stream)
+            if pipeline is not None:
+                pipeline.flush(cycle_start_ns or time.time_ns())
+            self._close(stream)
+            self.streams_evicted += 1
+
+    def _close(self, stream: str) -> None:
+        """Forget an open stream: its network state, its place among the open ones."""
+        pipeline = self.streams.pop(stream, None)
+        if pipeline is not None:
+            pipeline.release()
+        self.open.pop(stream, None)
+        if stream in self.counters:
+            self.counters.move_to_end(stream)
+        finished = [s for s in self.counters if s not in self.open]
+        for old in finished[: max(0, len(finished) - RECENT_STREAMS)]:
+            self._add_to_totals(self.counters.pop(old))
+
+    def _add_to_totals(self, counters: StreamCounters) -> None:
+        for name, value in counters.as_dict().items():
+            setattr(self.totals, name, getattr(self.totals, name) + value)
+
+    def _counters(self, stream: str) -> StreamCounters:
+        counters = self.counters.get(stream)
+        if counters is None:
+            counters = self.counters[stream] = StreamCounters()
+        return counters
 
     def _process_stream(self, stream: str, items: list[Pending], cycle_start_ns: int) -> None:
         run: list[Pending] = []  # events messages to push together
@@ -92,7 +168,6 @@ class Classifier:
             if pipeline is not None:
                 pipeline.push(run, cycle_start_ns)
             run = []
-            self.seen.add(stream)
             if isinstance(message, wire.Labels):
                 self._forward(message)
             elif isinstance(message, wire.End):
@@ -105,8 +180,7 @@ class Classifier:
         if not len(message.events):
             return False
         if np.any(message.events["polarity"].view(np.uint8) > 1):
-            counters = self.counters.setdefault(message.stream, StreamCounters())
-            counters.events_rejected += len(message.events)
+            self._counters(message.stream).events_rejected += len(message.events)
             log.warning(
                 "stream %r: message %d rejected: polarity other than 0/1",
                 message.stream,
@@ -117,7 +191,7 @@ class Classifier:
 
     def _start(self, message: wire.Events) -> StreamPipeline:
         stream = message.stream
-        counters = self.counters.setdefault(stream, StreamCounters())
+        counters = self._counters(stream)
         counters.sessions += 1
         pipeline = StreamPipeline(
             stream,
@@ -131,8 +205,6 @@ class Classifier:
             preview_hz=self.options.preview_hz,
         )
         self.streams[stream] = pipeline
-        self.seen.add(stream)
-        self.ended.discard(stream)
         adapter = pipeline.adapter
         log.info(
             "stream %r (session %s, %s sensor -> %s input%s)",
@@ -161,10 +233,10 @@ class Classifier:
             return
         if pipeline is not None:
             pipeline.flush(cycle_start_ns)
-            del self.streams[stream]
-            pipeline.release()
-        self.counters.setdefault(stream, StreamCounters()).ended += 1
-        self.ended.add(stream)
+        self._counters(stream).ended += 1
+        self._close(stream)
+        self.ended_recent.append(stream)
+        self.ended_total += 1
         self._forward(message)
 
     def _forward(self, message: wire.Labels | wire.End) -> None:
@@ -181,19 +253,26 @@ class Classifier:
             self.outbox.publish(wire.End(**common, reason=message.reason))
 
     def all_ended(self) -> bool:
-        return bool(self.seen) and self.seen <= self.ended and not self.streams
+        """Every stream begun has ended (or was closed as idle)."""
+        return self.any_seen and not self.open
 
     def close(self) -> None:
-        for pipeline in self.streams.values():
-            pipeline.release()
-        self.streams.clear()
+        for stream in list(self.open):
+            self._close(stream)
 
     def stats(self) -> dict[str, Any]:
         """Per-stream counters and the streams' states (the worker adds its transport's)."""
+        steps_skipped = self.totals.steps_skipped
+        steps_skipped += sum(c.steps_skipped for c in self.counters.values())
         return {
-            "steps_skipped": sum(c.steps_skipped for c in self.counters.values()),
+            "steps_skipped": steps_skipped,
             "errors": self.errors,
             "streams": {name: c.as_dict() for name, c in self.counters.items()},
+            "streams_not_listed": self.totals.as_dict(),
             "active_streams": sorted(self.streams),
-            "ended_streams": sorted(self.ended),
+            "open_streams": len(self.open),
+            "ended_streams": sorted(self.ended_recent),
+            "ended_streams_total": self.ended_total,
+            "streams_refused": self.streams_refused,
+            "streams_evicted": self.streams_evicted,
         }

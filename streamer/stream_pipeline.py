@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -95,16 +95,21 @@ class Outbox:
     returns False when the message was dropped. A dropped message still used its
     ``seq``, so receivers see the gap."""
 
+    MAX_STREAMS = 4096  # seq counters kept; a stream forgotten starts again at 1
+
     def __init__(self, send: Callable[[wire.Message], bool | None], session: str):
         self.send = send
         self.session = session
-        self.seq: Counter = Counter()
+        self.seq: OrderedDict[str, int] = OrderedDict()
         self.dropped = 0
         self.last_publish_ms = 0.0  # how long the previous send took
 
     def next_seq(self, stream: str) -> int:
-        self.seq[stream] += 1
-        return self.seq[stream]
+        seq = self.seq.pop(stream, 0) + 1
+        self.seq[stream] = seq
+        if len(self.seq) > self.MAX_STREAMS:
+            self.seq.popitem(last=False)
+        return seq
 
     def publish(self, message: wire.Message) -> None:
         started = time.perf_counter()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -44,6 +44,11 @@ MAX_HEADER_BYTES = 1 << 20  # a header larger than this is garbage, not a messag
 MAX_EVENTS_PER_MESSAGE = 1 << 26
 MAX_CLASSES = 1000
 MAX_SEGMENTS_PER_MESSAGE = 1 << 16
+MAX_SENSOR_SIDE = 1 << 14  # pixels; the largest event cameras have 1280 x 720
+MAX_ID_CHARS = 128  # stream and session ids
+MAX_TIME = (1 << 63) - 1  # seq, sent_ns: non-negative int64
+MAX_TIMESTAMP_US = 1 << 53  # events: 285 years of µs, exact in a float64
+MALFORMED_LOG_INTERVAL_S = 1.0
 
 
 class WireError(ValueError):
@@ -163,7 +168,9 @@ class Events(Message):
     def decode(cls, envelope: dict, header: Mapping, payload: memoryview) -> Events:
         width, height = _payload_size(header, "dv-event16")
         count = _integer(header, "count", "bad_field")
-        if not (0 <= count <= MAX_EVENTS_PER_MESSAGE) or width <= 0 or height <= 0:
+        if not (0 <= count <= MAX_EVENTS_PER_MESSAGE) or not (
+            0 < width <= MAX_SENSOR_SIDE and 0 < height <= MAX_SENSOR_SIDE
+        ):
             raise WireError("bad_field", f"count {count}, sensor {width}x{height}")
         if len(payload) != count * EVENT_DTYPE.itemsize:
             raise WireError(
@@ -172,6 +179,10 @@ class Events(Message):
                 f"({count * EVENT_DTYPE.itemsize} expected)",
             )
         events = np.frombuffer(payload, dtype=EVENT_DTYPE)
+        if count and not (
+            0 <= events["timestamp"].min() and events["timestamp"].max() < MAX_TIMESTAMP_US
+        ):
+            raise WireError("bad_field", "an event timestamp outside 0..2**53 µs")
         until_us = _integer(header, "until_us", "bad_field", None)
         if until_us is not None and count and until_us <= events["timestamp"][-1]:
             raise WireError("bad_field", f"until_us {until_us} not after the last event")
@@ -204,9 +215,12 @@ class Labels(Message):
         for segment in raw:
             if not isinstance(segment, dict):
                 raise WireError("bad_labels", f"segment {segment!r} is not an object")
-            segments.append(
-                LabelSegment(*(_integer(segment, k, "bad_labels") for k in LabelSegment._fields))
+            label = LabelSegment(
+                *(_integer(segment, k, "bad_labels") for k in LabelSegment._fields)
             )
+            if label.label < 0 or not 0 <= label.start_us <= label.end_us < MAX_TIMESTAMP_US:
+                raise WireError("bad_labels", f"segment {label} is not a class over a time span")
+            segments.append(label)
         source_session = _text(header, "source_session", "bad_labels", None)
         return cls(**envelope, segments=tuple(segments), source_session=source_session)
 
@@ -300,10 +314,13 @@ class Prediction(Message):
         top1_prob = header.get("top1_prob", probs[top1])
         if not isinstance(top1_prob, (int, float)) or isinstance(top1_prob, bool):
             raise WireError(bad, f"top1_prob is {top1_prob!r}")
+        t_end_us, hop_us = _integer(header, "t_end_us", bad), _integer(header, "hop_us", bad)
+        if not (0 <= t_end_us < MAX_TIMESTAMP_US and 0 < hop_us < MAX_TIMESTAMP_US):
+            raise WireError(bad, f"t_end_us {t_end_us}, hop_us {hop_us}")
         return cls(
             **envelope,
-            t_end_us=_integer(header, "t_end_us", bad),
-            hop_us=_integer(header, "hop_us", bad),
+            t_end_us=t_end_us,
+            hop_us=hop_us,
             probs=probs,
             top1=top1,
             top1_name=_text(header, "top1_name", bad, str(top1)),
@@ -450,6 +467,17 @@ def _header(frame) -> dict:
     return header
 
 
+def _check_envelope(envelope: dict) -> None:
+    for name in ("stream", "session"):
+        value = envelope[name]
+        if len(value) > MAX_ID_CHARS or "/" in value or not value.isprintable():
+            raise WireError("bad_field", f"{name} id {value[:40]!r}: at most {MAX_ID_CHARS} "
+                            "printable characters without '/'")  # fmt: skip
+    for name in ("seq", "sent_ns"):
+        if not 0 <= envelope[name] <= MAX_TIME:
+            raise WireError("bad_field", f"{name} {envelope[name]} outside 0..2**63-1")
+
+
 def decode(frames: list) -> Message:
     """Decode and check one multipart message. Raises ``WireError`` on anything wrong.
 
@@ -468,6 +496,7 @@ def decode(frames: list) -> Message:
         "seq": _integer(header, "seq", "bad_field"),
         "sent_ns": _integer(header, "sent_ns", "bad_field"),
     }
+    _check_envelope(envelope)
     expected_frames = 3 if message_type in _WITH_PAYLOAD else 2
     if len(frames) != expected_frames:
         raise WireError(
@@ -490,19 +519,38 @@ class WireStats:
     gaps: Counter = field(default_factory=Counter)
     missing_messages: Counter = field(default_factory=Counter)
     restarts: Counter = field(default_factory=Counter)
+    logged_s: dict = field(default_factory=dict)  # reason -> when it was last logged
+
+    def log_malformed(self, log, error: WireError) -> None:
+        """One log line per reason per second at most: garbage must not flood the log."""
+        now = time.monotonic()
+        if now - self.logged_s.get(error.reason, -math.inf) < MALFORMED_LOG_INTERVAL_S:
+            return
+        self.logged_s[error.reason] = now
+        log.warning(
+            "dropped malformed message (%s); %d with this reason, %d in all so far",
+            error,
+            self.malformed[error.reason],
+            sum(self.malformed.values()),
+        )
 
 
 class SequenceTracker:
-    """Detects sequence gaps and producer restarts (a new session id) per stream."""
+    """Detects sequence gaps and producer restarts (a new session id) per stream; it
+    remembers the last ``max_streams`` streams (a stream forgotten and seen again
+    counts as new)."""
 
-    def __init__(self, stats: WireStats):
+    def __init__(self, stats: WireStats, max_streams: int = 4096):
         self.stats = stats
-        self._last: dict[str, tuple[str, int]] = {}
+        self.max_streams = max_streams
+        self._last: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
     def observe(self, message: Message) -> str:
         """Return "new", "restart", "gap" or "ok" for this message, counting gaps."""
-        previous = self._last.get(message.stream)
+        previous = self._last.pop(message.stream, None)
         self._last[message.stream] = (message.session, message.seq)
+        if len(self._last) > self.max_streams:
+            self._last.popitem(last=False)
         if previous is None:
             return "new"
         session, seq = previous
@@ -528,11 +576,7 @@ def receive(socket, stats: WireStats, log, *, timeout_ms: int | None = None) -> 
         message = decode(frames)
     except WireError as error:
         stats.malformed[error.reason] += 1
-        log.warning(
-            "dropped malformed message (%s); %d dropped so far",
-            error,
-            sum(stats.malformed.values()),
-        )
+        stats.log_malformed(log, error)
         return None
     stats.received[message.type] += 1
     return message

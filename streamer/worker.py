@@ -60,7 +60,9 @@ import zmq
 
 from streamer import wire
 from streamer.classifier import (
+    DEFAULT_IDLE_EVICT_S,
     DEFAULT_MAX_STEPS_PER_PUSH,
+    DEFAULT_MAX_STREAMS,
     DEFAULT_RESET_AFTER_US,
     Classifier,
     ClassifierOptions,
@@ -75,6 +77,8 @@ DEFAULT_BIND = "tcp://127.0.0.1:5556"
 DEFAULT_MAX_PENDING_EVENTS = 1 << 21  # 32 MiB of events
 DEFAULT_MAX_PENDING_MESSAGES = 20_000
 PREDICTION_SEND_HWM = 100_000
+MAX_STREAMS_COUNTED = 1024  # per-stream input counters; later streams count together
+OTHER_STREAMS = "(other streams)"
 
 
 @dataclass
@@ -91,6 +95,8 @@ class WorkerOptions:
     max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS
     max_pending_messages: int = DEFAULT_MAX_PENDING_MESSAGES
     max_steps_per_push: int = DEFAULT_MAX_STEPS_PER_PUSH
+    max_streams: int = DEFAULT_MAX_STREAMS  # open at once; more are refused
+    idle_evict_s: float = DEFAULT_IDLE_EVICT_S  # a stream silent this long is closed
     preview_hz: float = 30.0  # 0: no previews
     stats_interval_s: float = 1.0
     wait_subscribers: int = 0  # hold the input until N subscribers of predictions are connected
@@ -107,7 +113,14 @@ class WorkerOptions:
             index, count = self.shard
             if not 0 <= index < count:
                 raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
-        for name in ("max_pending_events", "max_pending_messages", "max_steps_per_push"):
+        if not self.idle_evict_s > 0:
+            raise ValueError(f"idle_evict_s must be > 0, got {self.idle_evict_s}")
+        for name in (
+            "max_pending_events",
+            "max_pending_messages",
+            "max_steps_per_push",
+            "max_streams",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.streams is not None:
@@ -121,6 +134,8 @@ class WorkerOptions:
             max_steps_per_push=self.max_steps_per_push if self.overload == "drop" else None,
             reset_after_us=self.reset_after_us,
             preview_hz=self.preview_hz,
+            max_streams=self.max_streams,
+            idle_evict_s=self.idle_evict_s,
         )
 
 
@@ -213,7 +228,12 @@ class Receiver(threading.Thread):
                         continue
                     self.tracker.observe(message)
                     if isinstance(message, wire.Events):
-                        self.events_received[message.stream] += len(message.events)
+                        stream = message.stream
+                        if stream not in self.events_received and (
+                            len(self.events_received) >= MAX_STREAMS_COUNTED
+                        ):
+                            stream = OTHER_STREAMS
+                        self.events_received[stream] += len(message.events)
                 self.queue.put(Pending(message, received_ns), self.stop_event)
         except BaseException as error:  # reported by the processing thread
             self.error = error
@@ -227,12 +247,22 @@ class Receiver(threading.Thread):
             return {
                 "received": dict(s.received),
                 "malformed": dict(s.malformed),
-                "gaps": dict(s.gaps),
-                "missing_messages": dict(s.missing_messages),
-                "restarts": dict(s.restarts),
-                "events_received": dict(self.events_received),
+                "gaps": _largest(s.gaps),
+                "missing_messages": _largest(s.missing_messages),
+                "restarts": _largest(s.restarts),
+                "events_received": _largest(self.events_received),
                 "ignored_messages": self.ignored_messages,
             }
+
+
+def _largest(counter: Counter, count: int = 64) -> dict[str, int]:
+    """The ``count`` largest entries of a per-stream counter, the rest summed under
+    OTHER_STREAMS: a stats message stays small however many streams came and went."""
+    if len(counter) <= count:
+        return dict(counter)
+    kept = dict(counter.most_common(count))
+    kept[OTHER_STREAMS] = kept.get(OTHER_STREAMS, 0) + sum(counter.values()) - sum(kept.values())
+    return kept
 
 
 # --- wiring ------------------------------------------------------------------------------
@@ -350,6 +380,7 @@ def run_worker(
                     publish_stats()
             subscribers.drain()
             if time.monotonic() >= next_stats_s:
+                classifier.evict_idle()
                 publish_stats()
                 next_stats_s = time.monotonic() + options.stats_interval_s
             if receiver.error is not None:

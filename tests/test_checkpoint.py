@@ -140,3 +140,44 @@ def test_str_subclasses_are_refused_before_they_break_loading(tmp_path):
         save_checkpoint(
             tmp_path / "m.pt", _trained_model(), SMALL, extra={"torch": torch.__version__}
         )
+
+
+def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temporary(tmp_path, monkeypatch):
+    model = _trained_model()
+    path = save_checkpoint(tmp_path / "best.pt", model, SMALL, extra={"epoch": 1})
+
+    def crash_halfway(payload, target):
+        with open(target, "wb") as half:
+            half.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, SMALL, extra={"epoch": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)[2] == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_concurrent_saves_to_one_path_do_not_mix(tmp_path):
+    import threading
+
+    model = _trained_model()
+    path = tmp_path / "best.pt"
+    errors = []
+
+    def save(epoch):
+        try:
+            for _ in range(5):
+                save_checkpoint(path, model, SMALL, extra={"epoch": epoch})
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=save, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert load_checkpoint(path)[2]["epoch"] in range(4)
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]

@@ -127,3 +127,54 @@ def test_not_a_zip_empty_and_truncated(tmp_path):
     with pytest.raises(FormatError, match="damaged") as info:
         read_dvs_sign(cut)
     assert str(cut) in str(info.value)
+
+
+def test_a_decompression_bomb_is_refused_before_inflating(tmp_path):
+    """A few tens of KB that inflate to 70 MB of 'valid' events (issue 13: a 390 KB
+    file declaring 100 M events read as valid and peaked at 2.3 GB)."""
+    count = 10_000_000
+    path = tmp_path / "bomb.npz"
+    zeros = {name: np.zeros(count, dtype) for name, dtype in
+             (("t_us", np.uint32), ("x", np.uint8), ("y", np.uint8), ("p", np.uint8))}  # fmt: skip
+    np.savez_compressed(path, **zeros)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(FormatError, match="claim") as error:
+        read_dvs_sign(path)
+    assert str(path) in str(error.value)
+
+
+def _patched_zip(tmp_path, name: str, patch) -> str:
+    """A real sample with its zip structures changed by ``patch(bytes) -> bytes``."""
+    good = tmp_path / "good.npz"
+    save(good, columns())
+    path = tmp_path / name
+    path.write_bytes(patch(good.read_bytes()))
+    return path
+
+
+def test_zip_features_python_cannot_read_are_format_errors(tmp_path):
+    def unknown_method(data: bytes) -> bytes:
+        # Compression method 98 (PPMd) in every local and central header.
+        data = bytearray(data)
+        for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+            at = data.find(signature)
+            while at >= 0:
+                data[at + offset : at + offset + 2] = (98).to_bytes(2, "little")
+                at = data.find(signature, at + 4)
+        return bytes(data)
+
+    def undecodable_name(data: bytes) -> bytes:
+        # The UTF-8 flag set on a member name that is not UTF-8.
+        data = bytearray(data)
+        at = data.find(b"PK\x01\x02")
+        flags = int.from_bytes(data[at + 8 : at + 10], "little") | 0x800
+        data[at + 8 : at + 10] = flags.to_bytes(2, "little")
+        name_at = at + 46
+        data[name_at] = 0xFF
+        return bytes(data)
+
+    for name, patch in (("method.npz", unknown_method), ("name.npz", undecodable_name)):
+        path = _patched_zip(tmp_path, name, patch)
+        with pytest.raises(FormatError) as error:
+            read_dvs_sign(path)
+        assert str(path) in str(error.value)

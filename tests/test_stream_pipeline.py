@@ -149,3 +149,34 @@ def test_a_watermark_closes_the_hop_without_waiting_for_the_next_message():
         classifier.process([Pending(message, time.time_ns())])
         answers[until_us] = [m.t_end_us for m in sent if isinstance(m, wire.Prediction)]
     assert answers == {None: [], HOP_US: [HOP_US]}
+
+
+def test_streams_are_bounded_refused_beyond_and_evicted_when_idle():
+    """Issue 13: 2,000 one-message streams took a worker from 241 MB to 1.5 GB."""
+    _, _, stream_model = nmnist_model()
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events[:200]
+    sent: list[wire.Message] = []
+    options = ClassifierOptions(preview_hz=0, max_streams=8, idle_evict_s=0.2)
+    classifier = Classifier(stream_model, options, Outbox(sent.append, "w"))
+
+    def message(stream: str) -> Pending:
+        chunk = wire.Events(stream=stream, session="p", seq=0, events=events, sensor=SENSOR)
+        return Pending(chunk, time.time_ns())
+
+    classifier.process([message(f"s{k}") for k in range(100)])
+    stats = classifier.stats()
+    assert len(classifier.streams) == 8 and stats["open_streams"] == 8
+    assert stats["streams_refused"] == 92
+    time.sleep(0.3)
+    classifier.process([message("late")])  # the idle ones make room first
+    assert stats["streams_evicted"] == 0 and classifier.streams_evicted == 8
+    assert list(classifier.streams) == ["late"]
+    for k in range(200):  # many more come and go: what is kept stays bounded
+        classifier.process([message(f"t{k}")])
+        classifier.process([Pending(wire.End(stream=f"t{k}", session="p", seq=1), 0)])
+    stats = classifier.stats()
+    assert len(stats["streams"]) <= 64 + 8 and len(stats["ended_streams"]) <= 64
+    assert stats["ended_streams_total"] == 200
+    kept = sum(c["events"] for c in stats["streams"].values())
+    assert kept + stats["streams_not_listed"]["events"] == 8 * 200 + 200 + 200 * 200
+    assert len(classifier.outbox.seq) <= Outbox.MAX_STREAMS

@@ -251,3 +251,47 @@ def test_a_watermark_travels_with_events_and_must_follow_them():
         frames[1] = json.dumps({**header, "until_us": bad}).encode()
         with pytest.raises(WireError, match="bad_field"):
             decode(frames)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"width": 1 << 20},
+        {"height": 0},
+        {"sent_ns": -1},
+        {"sent_ns": 1 << 64},
+        {"seq": -3},
+        {"stream": "a/b"},
+        {"stream": "x" * 200},
+        {"session": "tab\there"},
+    ],
+)
+def test_header_integers_and_ids_are_range_checked(changes):
+    with pytest.raises(WireError) as error:
+        decode(with_header(**changes))
+    assert error.value.reason == "bad_field"
+
+
+def test_event_timestamps_and_label_spans_are_range_checked():
+    events = sample_events(3)
+    events["timestamp"][0] = -1
+    with pytest.raises(WireError, match="timestamp"):
+        decode(encode(events_message("a", "s", 0, events)))
+    events["timestamp"][0] = 1 << 60
+    with pytest.raises(WireError, match="timestamp"):
+        decode(encode(events_message("a", "s", 0, events)))
+    backwards = [{"label": 1, "start_us": 10, "end_us": 5}]
+    with pytest.raises(WireError, match="bad_labels"):
+        decode(raw_frames("labels", segments=backwards))
+
+
+def test_malformed_messages_are_logged_once_a_second_per_reason(pair, caplog):
+    push, pull = pair
+    stats = WireStats()
+    for _ in range(50):
+        push.send_multipart([b"events/a/", b"not json"])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(50):
+            assert receive(pull, stats, log, timeout_ms=2000) is None
+    assert stats.malformed == {"bad_header": 50}
+    assert caplog.text.count("dropped malformed message") == 1

@@ -6,9 +6,13 @@ sensor) and ``p`` (uint8, 0/1). The events were converted from video, so the
 timestamps fall on a 1/30 s frame grid (see the data README).
 
 Why not plain ``np.load``: it trusts each member's ``.npy`` header and would
-allocate whatever shape a corrupt header claims. Here every member's declared
-size is checked against ``MAX_MEMBER_BYTES`` and its header against its size
-before anything is read; zip's own CRC check catches corrupt compressed data.
+allocate whatever shape a corrupt header claims. Here the members' declared
+sizes are checked before anything is inflated: each against ``MAX_MEMBER_BYTES``,
+all together against ``MAX_TOTAL_BYTES`` and against the file's own size times
+``MAX_INFLATE_RATIO`` (a few hundred KB cannot honestly hold 100 M events: real
+samples inflate at most ~4x), and each header against its member's size; zip's
+own CRC check catches corrupt compressed data. Whatever goes wrong is a
+``FormatError`` naming the file.
 Errors name the file and the byte offset of the member (or the event index).
 """
 
@@ -37,6 +41,8 @@ EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 # Real samples hold at most ~130,000 events (0.5 MB for t_us); 1 GiB per array
 # is far beyond any real sample and still a bound.
 MAX_MEMBER_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 1 << 28  # all four arrays: 256 MiB, ~35 M events
+MAX_INFLATE_RATIO = 64  # declared sizes / file size; real samples: at most 4.2
 MAX_NPY_HEADER_BYTES = 10_000  # numpy's own default limit
 _NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
@@ -58,10 +64,34 @@ def read_dvs_sign(path: str | os.PathLike, *, sensor: SensorSize = DVS_SIGN_SENS
         raise FormatError(source, "byte 0", f"not a .npz (zip) file: starts with {magic!r}")
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_declared_sizes(source, archive, size)
             arrays = _read_arrays(source, archive)
-    except zipfile.BadZipFile as error:  # no central directory: truncated or damaged
+    except FormatError:
+        raise
+    except (
+        zipfile.BadZipFile,  # no central directory: truncated or damaged
+        NotImplementedError,  # a compression method or zip feature Python cannot read
+        UnicodeDecodeError,  # a member name that is not text
+        ValueError,
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as error:
         raise FormatError(source, f"byte {size}", f"damaged .npz (zip): {error}") from None
     return Recording(_to_events(source, arrays, sensor), sensor, source)
+
+
+def _check_declared_sizes(source: str, archive: zipfile.ZipFile, file_bytes: int) -> None:
+    """Refuse a decompression bomb before inflating anything (module docstring)."""
+    declared = sum(info.file_size for info in archive.infolist())
+    limit = min(MAX_TOTAL_BYTES, max(file_bytes, 1) * MAX_INFLATE_RATIO)
+    if declared > limit:
+        raise FormatError(
+            source,
+            "byte 0",
+            f"the arrays claim {declared} bytes from a {file_bytes}-byte file "
+            f"(limit {limit}: at most {MAX_INFLATE_RATIO}x the file, {MAX_TOTAL_BYTES} in all)",
+        )
 
 
 def _names() -> str:

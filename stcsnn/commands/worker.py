@@ -108,6 +108,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="overload: at most this many steps of one merged push run the network (default 4)",
     )
     stream.add_argument(
+        "--max-streams",
+        type=int,
+        default=64,
+        help="streams open at once; a new one beyond is refused and counted (default 64)",
+    )
+    stream.add_argument(
+        "--idle-evict-s",
+        type=float,
+        default=60.0,
+        help="close a stream silent for this long, freeing its state (default 60 s)",
+    )
+    stream.add_argument(
         "--preview-hz", type=float, default=30.0, help="preview images per stream, 0: none"
     )
     stream.add_argument("--stats-interval-s", type=float, default=1.0)
@@ -186,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             overload="block" if args.lossless else "drop",
             max_pending_events=args.max_pending_events,
             max_steps_per_push=args.max_steps_per_push,
+            max_streams=args.max_streams,
+            idle_evict_s=args.idle_evict_s,
             preview_hz=args.preview_hz,
             stats_interval_s=args.stats_interval_s,
             wait_subscribers=args.wait_subscribers,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,3 +126,26 @@ def open_part(
             raise ValueError("this split holds out no validation samples")
         return val
     return train
+
+
+def checkpoint_part_files(extra: dict[str, Any], part: str) -> set[Path] | None:
+    """The files (resolved) of ``part`` (``train`` or ``val``) of the split a checkpoint
+    records (its ``dataset``, ``root`` and ``split``), found again on this machine;
+    None where it cannot be: no record, or the data is not here.
+
+    The recorded root is tried as it is, from the project folder, and under the data
+    folder by the dataset's name (``replay.paths``)."""
+    from replay.paths import PROJECT_ROOT, data_root
+
+    dataset, root, split = extra.get("dataset"), extra.get("root"), extra.get("split")
+    if dataset not in DATASET_NAMES or not root or not isinstance(split, dict):
+        return None
+    candidates = [Path(root), PROJECT_ROOT / root, data_root() / dataset]
+    found = next((c for c in candidates if c.is_dir()), None)
+    if found is None:
+        return None
+    try:
+        samples = open_part(dataset, found, part, SplitSpec.from_dict(split))
+    except (OSError, ValueError, KeyError):
+        return None
+    return {Path(source.path).resolve() for source in samples.sources}

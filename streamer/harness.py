@@ -38,7 +38,7 @@ from core.compress import CompressionConfig, StreamingCompressor
 from core.events import SensorSize
 from core.source import Labels
 from streamer import wire
-from streamer.pipeline import Pipeline
+from streamer.pipeline import Pipeline, is_activity
 from streamer.prediction_log import PredictionLog, percentile
 
 STAGES = (
@@ -243,7 +243,8 @@ def run_processes(
     timeout_s: float,
 ) -> Observed:
     """producer -> worker -> here; until every stream ended (or the producer finished
-    and nothing came for 3 s: a lossless producer that gave up on its end message)."""
+    and the worker was quiet for 3 s with nothing pending: a lossless producer that
+    gave up on its end message)."""
     mode = ["--lossless"] if lossless else []
     worker_args = ["--quiet", "--threads", "1", *mode, *choice.worker_args(checkpoint)]
     pipeline = Pipeline(
@@ -263,9 +264,10 @@ def run_processes(
                 continue
             message, received_ns = received
             observed.log.add(message, received_ns)
+            if is_activity(message):
+                quiet_since = time.monotonic()
             if isinstance(message, wire.Prediction):
                 observed.predictions.append(received)
-                quiet_since = time.monotonic()
             if isinstance(message, wire.End):
                 observed.end_received = True
                 break

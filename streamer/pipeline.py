@@ -44,6 +44,17 @@ log = logging.getLogger("stcsnn.pipeline")
 SUBSCRIBER_HWM = 100_000
 
 
+def is_activity(message: wire.Message) -> bool:
+    """Whether a message from a worker shows that a stream is still moving: anything
+    but stats, or stats that say the worker still has input pending. (A receiver
+    that gives up on a lost ``end`` after a quiet spell must not give up on a
+    worker that is only busy.)"""
+    if not isinstance(message, wire.Stats):
+        return True
+    values = message.values
+    return bool(values.get("pending_messages") or values.get("pending_events"))
+
+
 class Subscriber:
     """A SUB socket on a worker's (or producer's) endpoint, giving typed messages.
     Malformed messages are counted in ``stats`` and skipped."""

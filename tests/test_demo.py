@@ -17,6 +17,7 @@ import pytest
 from core.labels import LabelSegment
 from streamer import wire
 from streamer.prediction_log import PredictionLog, summarise
+from tests.conftest import shared_path
 from tests.pipeline_helpers import (
     ROOT,
     descendants,
@@ -273,3 +274,53 @@ def test_screenshot_and_exit_after_run_the_whole_pipeline_with_the_dashboard(tmp
         image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
     }
     assert len(pixels) > 20
+
+
+# --- the default source -------------------------------------------------------------------
+
+
+def test_without_data_the_demo_replays_the_embedded_held_out_samples(tmp_path):
+    """Issue 14: without the data folder the default demo ran a model on noise."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    demo = _demo(
+        "--no-dashboard", "--json", "--speed", "max", env={**os.environ, "STCSNN_DATA": str(empty)}
+    )
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 0, err
+    summary = json.loads(out)
+    assert "30 real N-MNIST samples embedded" in summary["source"]
+    assert summary["segments"] == 30 and summary["streaming_accuracy"] >= 0.8
+
+
+def test_the_embedded_samples_are_real_and_held_out_from_the_default_checkpoint():
+    from models.checkpoint import load_checkpoint
+    from models.default_checkpoints import default_checkpoint
+    from models.splits import checkpoint_part_files
+    from stcsnn.commands.demo import EMBEDDED_NMNIST
+
+    embedded = sorted(EMBEDDED_NMNIST.glob("*/*.bin"))
+    assert len(embedded) == 30 and sum(p.stat().st_size for p in embedded) < 1_000_000
+    assert (
+        (EMBEDDED_NMNIST.parent / "LICENSE.txt")
+        .read_text()
+        .startswith("Attribution-ShareAlike 4.0 International")
+    )
+    root = shared_path("nmnist/Train")
+    _, _, extra = load_checkpoint(default_checkpoint("nmnist"))
+    trained = {p.relative_to(root.resolve()) for p in checkpoint_part_files(extra, "train")}
+    held_out = {p.relative_to(root.resolve()) for p in checkpoint_part_files(extra, "val")}
+    names = {p.relative_to(EMBEDDED_NMNIST) for p in embedded}
+    assert names <= held_out and not names & trained
+    for path in embedded:  # unchanged copies of the real recordings
+        assert path.read_bytes() == (root / path.relative_to(EMBEDDED_NMNIST)).read_bytes()
+
+
+def test_a_replay_of_training_samples_is_said_to_be_one():
+    from models.default_checkpoints import default_checkpoint
+    from stcsnn.commands.demo import trained_on_note
+
+    train = shared_path("nmnist/Train")
+    note = trained_on_note(str(default_checkpoint("nmnist")), ["--replay", str(train)])
+    assert note is not None and "900 of the 1000 recordings" in note
+    assert trained_on_note(str(default_checkpoint("nmnist")), ["--synthetic", "1M"]) is None

@@ -166,8 +166,8 @@ def test_demo_replays_the_test_folder(tiny_run, sign_root):
         "demo", "--replay", str(sign_root / "test"), "--no-dashboard", "--json",
         "--speed", "max", "--model", tiny_run["summary"]["best_checkpoint"],
     )  # fmt: skip
-    assert summary["outcome"] == "done" and summary["dropped"] == 0
-    assert summary["segments"] == 15 and summary["segments_without_prediction"] == 0
+    assert summary["outcome"] == "done" and summary["dropped"] == 0, summary
+    assert summary["segments"] == 15 and summary["segments_without_prediction"] == 0, summary
     assert summary["hop_us"] == 1_000_000  # 2 s window / T = 2
     assert summary["predictions"] >= 15 * 3  # ~4 s samples
     assert 0.0 <= summary["streaming_accuracy"] <= 1.0

@@ -16,18 +16,23 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 from stcsnn.commands.worker import add_step_options
 from streamer import wire
 from streamer.pacing import parse_speed
+from streamer.pipeline import is_activity
 from streamer.prediction_log import PredictionLog, summarise
 
 CONSOLE_LINES_PER_S = 10
 # A finished producer whose end message never arrives (it gives up on a full queue after
 # its linger time): stop waiting once the worker has been silent this long.
-QUIET_AFTER_PRODUCER_S = 3.0
+QUIET_AFTER_PRODUCER_S = 10.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -84,8 +89,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="the processes' info logs too")
 
 
-def default_source(args: argparse.Namespace) -> tuple[list[str], str, bool]:
-    """(producer source arguments, description, is_replay) for the options given."""
+EMBEDDED_NMNIST = Path(__file__).resolve().parent.parent / "demo_data" / "nmnist"
+
+
+def default_source(args: argparse.Namespace, workdir: Path) -> tuple[list[str], str, bool]:
+    """(producer source arguments, description, is_replay) for the options given.
+
+    With no source option: the N-MNIST samples the default checkpoint never trained
+    on, from the data folder if it has N-MNIST (a playlist in ``workdir``), else the
+    30 embedded in stcsnn (``stcsnn/demo_data``)."""
     from replay.paths import data_root
 
     if args.replay:
@@ -96,18 +108,64 @@ def default_source(args: argparse.Namespace) -> tuple[list[str], str, bool]:
         return ["--dv-stream", args.dv_stream], f"DV network stream {args.dv_stream}", False
     if args.synthetic:
         return ["--synthetic", args.synthetic], f"synthetic events at {args.synthetic} ev/s", False
+    args.shuffle = True
     nmnist = data_root() / "nmnist" / "Train"
-    if nmnist.is_dir():
-        args.shuffle = True
+    held_out = held_out_nmnist() if nmnist.is_dir() else None
+    if held_out:
+        playlist = workdir / "held_out_nmnist.txt"
+        playlist.write_text("\n".join(str(p) for p in sorted(held_out)) + "\n")
         return (
-            ["--replay", str(nmnist)],
-            f"DEFAULT SOURCE: replay of the real N-MNIST samples in {nmnist} (shuffled)",
+            ["--replay", str(playlist)],
+            f"DEFAULT SOURCE: the {len(held_out)} real N-MNIST samples in {nmnist} that the "
+            "default checkpoint never trained on (shuffled)",
             True,
         )
     return (
-        ["--synthetic", "1M"],
-        f"DEFAULT SOURCE: synthetic events, 1 M ev/s, 128x128 (no N-MNIST data at {nmnist})",
-        False,
+        ["--replay", str(EMBEDDED_NMNIST)],
+        f"DEFAULT SOURCE: 30 real N-MNIST samples embedded in stcsnn, never trained on by "
+        f"the default checkpoint (no N-MNIST at {nmnist}; set STCSNN_DATA for more; "
+        "CC BY-SA 4.0: stcsnn/demo_data/README.md) (shuffled)",
+        True,
+    )
+
+
+def held_out_nmnist() -> set[Path] | None:
+    """The validation split the default N-MNIST checkpoint records, found in the data
+    folder, or None."""
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.default_checkpoints import default_checkpoint
+    from models.splits import checkpoint_part_files
+
+    try:
+        _, _, extra = load_checkpoint(default_checkpoint("nmnist"))
+    except (CheckpointError, FileNotFoundError):
+        return None
+    return checkpoint_part_files(extra, "val")
+
+
+def trained_on_note(model: str | None, source_args: list[str]) -> str | None:
+    """A note when a replay holds recordings the checkpoint was trained on: its answers
+    on them say little about recordings it has not seen."""
+    if model is None or "--replay" not in source_args:
+        return None
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.splits import checkpoint_part_files
+    from replay.player import list_recordings
+
+    try:
+        _, _, extra = load_checkpoint(model)
+        replay = source_args[source_args.index("--replay") + 1]
+        replayed = {path.resolve() for path in list_recordings(replay)}
+    except (CheckpointError, OSError, ValueError):
+        return None
+    trained = checkpoint_part_files(extra, "train") or set()
+    overlap = len(replayed & trained)
+    if not overlap:
+        return None
+    return (
+        f"note: {overlap} of the {len(replayed)} recordings in {replay} were in this "
+        "checkpoint's training data; its accuracy on them overstates what it does on "
+        "recordings it has not seen"
     )
 
 
@@ -156,8 +214,8 @@ def _console_line(prediction, segments) -> str:
 
 
 def child_args(
-    args: argparse.Namespace, source_args: list[str], *, is_replay: bool, lossless: bool
-):
+    args: argparse.Namespace, model: str | None, *, is_replay: bool, lossless: bool
+) -> tuple[list[str], list[str]]:
     """(producer, worker) arguments for the options given (the source's come first)."""
     speed = "max" if math.isinf(parse_speed(args.speed)) else args.speed
     quiet = [] if args.verbose else ["--quiet"]
@@ -166,12 +224,6 @@ def child_args(
         producer += ["--limit", str(args.limit)] if args.limit else []
         producer += ["--shuffle"] * args.shuffle + ["--loop"] * args.loop
     worker = ["--device", args.device, *quiet]
-    model = args.model
-    if model is None:
-        try:
-            model = default_model(args, source_args)
-        except (OSError, ValueError) as error:  # the producer will report it properly
-            logging.getLogger("stcsnn.demo").debug("no default model from the source: %s", error)
     worker += ["--model", model] if model else []
     worker += ["--hop-us", str(args.hop_us)] if args.hop_us else []
     worker += ["--ema-tau-us", str(args.ema_tau_us)] if args.ema_tau_us else []
@@ -242,7 +294,7 @@ class Watch:
                     return "done"
                 continue
             message, received_ns = received
-            if not isinstance(message, wire.Stats):
+            if is_activity(message):
                 last_stream_message_s = time.monotonic()
             if self._take(message, received_ns):
                 return "done"
@@ -282,23 +334,42 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import threading
-
-    from streamer.pipeline import Pipeline
-    from streamer.processes import ChildFailed
-    from streamer.transport import stop_on_signals
-
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
     problem = check_args(args)
     if problem is not None:
         say(problem)
         return 2
-    source_args, description, is_replay = default_source(args)
+    workdir = Path(tempfile.mkdtemp(prefix="stcsnn-demo-"))
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def chosen_model(args: argparse.Namespace, source_args: list[str]) -> str | None:
+    """``--model``, else the default checkpoint for the source's sensor."""
+    if args.model is not None:
+        return args.model
+    try:
+        return default_model(args, source_args)
+    except (OSError, ValueError) as error:  # the producer will report it properly
+        logging.getLogger("stcsnn.demo").debug("no default model from the source: %s", error)
+        return None
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
+    from streamer.pipeline import Pipeline
+    from streamer.processes import ChildFailed
+    from streamer.transport import stop_on_signals
+
+    source_args, description, is_replay = default_source(args, workdir)
     lossless = is_replay and not args.allow_drops
     say(f"source: {description}")
-    producer_args, worker_args = child_args(
-        args, source_args, is_replay=is_replay, lossless=lossless
-    )
+    model = chosen_model(args, source_args)
+    note = trained_on_note(model, source_args)
+    if note:
+        say(note)
+    producer_args, worker_args = child_args(args, model, is_replay=is_replay, lossless=lossless)
     dashboard = dashboard_args(args, description)
     if dashboard is not None and args.json:
         say("--json: the dashboard stays open after the end until it is closed")

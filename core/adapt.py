@@ -82,6 +82,15 @@ class SensorAdapter:
         return ((scaled.width - self.target.width) // 2, (scaled.height - self.target.height) // 2)
 
     @property
+    def coverage(self) -> float:
+        """The fraction of the target's pixels that source pixels land on (1.0 when the
+        source fills it; 34x34 into 128x128: 0.07, the rest an empty border)."""
+        scaled = self.scaled
+        width = min(scaled.width, self.target.width)
+        height = min(scaled.height, self.target.height)
+        return width * height / (self.target.width * self.target.height)
+
+    @property
     def is_identity(self) -> bool:
         return self.factor == 1 and self.source == self.target
 

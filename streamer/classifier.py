@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from core.adapt import SensorAdapter
 from streamer import wire
 from streamer.stream_pipeline import Outbox, StreamCounters, StreamModel, StreamPipeline
 from streamer.worker_queue import Pending
@@ -44,6 +45,7 @@ DEFAULT_MAX_STEPS_PER_PUSH = 4
 DEFAULT_RESET_AFTER_US = 1_000_000
 DEFAULT_MAX_STREAMS = 64
 DEFAULT_IDLE_EVICT_S = 60.0
+MIN_SENSOR_COVERAGE = 0.5  # a stream filling less of the model's input is refused
 RECENT_STREAMS = 64  # finished streams whose own counters stay in the stats
 REFUSAL_LOG_INTERVAL_S = 1.0
 
@@ -55,6 +57,7 @@ class ClassifierOptions:
     preview_hz: float = 30.0  # 0: no previews
     max_streams: int = DEFAULT_MAX_STREAMS  # open at once
     idle_evict_s: float = DEFAULT_IDLE_EVICT_S  # wall time without a message
+    allow_model_mismatch: bool = False  # serve streams the model's input does not fit
 
 
 class Classifier:
@@ -74,7 +77,10 @@ class Classifier:
         self.streams_refused = 0
         self.streams_evicted = 0
         self.errors = 0
+        self.streams_mismatched = 0
         self._refusal_logged_s = -math.inf
+        self._fit_by_sensor: dict = {}
+        self._mismatch_logged: set = set()
 
     def process(self, items: list[Pending]) -> None:
         """One cycle: everything that was pending, stream by stream, in arrival order."""
@@ -179,6 +185,22 @@ class Classifier:
     def _acceptable(self, message: wire.Events) -> bool:
         if not len(message.events):
             return False
+        if not self._fits(message.sensor):
+            self._counters(message.stream).events_rejected += len(message.events)
+            if (message.stream, message.sensor) not in self._mismatch_logged:
+                if len(self._mismatch_logged) > 4096:  # bounded, like everything per stream
+                    self._mismatch_logged.clear()
+                self._mismatch_logged.add((message.stream, message.sensor))
+                self.streams_mismatched += 1
+                log.warning(
+                    "stream %r refused: its %s sensor fills %.0f%% of the model's %s input "
+                    "(a model trained on another sensor; --allow-model-mismatch serves it)",
+                    message.stream[:40],
+                    message.sensor,
+                    100 * self._coverage(message.sensor),
+                    self.model.compression.input_sensor,
+                )
+            return False
         if np.any(message.events["polarity"].view(np.uint8) > 1):
             self._counters(message.stream).events_rejected += len(message.events)
             log.warning(
@@ -188,6 +210,19 @@ class Classifier:
             )
             return False
         return True
+
+    def _coverage(self, sensor) -> float:
+        return SensorAdapter(sensor, self.model.compression.input_sensor).coverage
+
+    def _fits(self, sensor) -> bool:
+        """The stream's sensor fills at least half of the model's input (after the
+        adapter's integer downscale), or mismatches are allowed."""
+        if self.options.allow_model_mismatch:
+            return True
+        fits = self._fit_by_sensor.get(sensor)
+        if fits is None:
+            fits = self._fit_by_sensor[sensor] = self._coverage(sensor) >= MIN_SENSOR_COVERAGE
+        return fits
 
     def _start(self, message: wire.Events) -> StreamPipeline:
         stream = message.stream
@@ -275,4 +310,5 @@ class Classifier:
             "ended_streams_total": self.ended_total,
             "streams_refused": self.streams_refused,
             "streams_evicted": self.streams_evicted,
+            "streams_mismatched": self.streams_mismatched,
         }

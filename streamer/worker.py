@@ -97,6 +97,7 @@ class WorkerOptions:
     max_steps_per_push: int = DEFAULT_MAX_STEPS_PER_PUSH
     max_streams: int = DEFAULT_MAX_STREAMS  # open at once; more are refused
     idle_evict_s: float = DEFAULT_IDLE_EVICT_S  # a stream silent this long is closed
+    allow_model_mismatch: bool = False  # serve streams whose sensor the model does not fit
     preview_hz: float = 30.0  # 0: no previews
     stats_interval_s: float = 1.0
     wait_subscribers: int = 0  # hold the input until N subscribers of predictions are connected
@@ -136,6 +137,7 @@ class WorkerOptions:
             preview_hz=self.preview_hz,
             max_streams=self.max_streams,
             idle_evict_s=self.idle_evict_s,
+            allow_model_mismatch=self.allow_model_mismatch,
         )
 
 

@@ -324,3 +324,33 @@ def test_a_replay_of_training_samples_is_said_to_be_one():
     note = trained_on_note(str(default_checkpoint("nmnist")), ["--replay", str(train)])
     assert note is not None and "900 of the 1000 recordings" in note
     assert trained_on_note(str(default_checkpoint("nmnist")), ["--synthetic", "1M"]) is None
+
+
+def test_a_checkpoint_that_does_not_fit_the_replay_is_refused_unless_allowed(tmp_path):
+    """Issue 14: the 15-class 128x128 sign model on N-MNIST gave 0.000 without a word."""
+    from models.default_checkpoints import default_checkpoint
+
+    playlist = nmnist_playlist(tmp_path, digits=range(2))
+    sign = str(default_checkpoint("dvs_sign"))
+    base = ("--replay", str(playlist), "--model", sign, "--no-dashboard", "--json")
+    demo = _demo(*base, "--speed", "max")
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 2 and not out
+    assert "expects 128x128 input" in err and "--allow-model-mismatch" in err
+    demo = _demo(*base, "--speed", "max", "--allow-model-mismatch")
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 0, err
+    assert "warning:" in err and json.loads(out)["predictions"] > 0
+
+
+def test_the_model_checks_tell_datasets_apart():
+    from models.default_checkpoints import default_checkpoint
+    from stcsnn.commands.demo import model_mismatch
+
+    nmnist, sign = str(default_checkpoint("nmnist")), str(default_checkpoint("dvs_sign"))
+    digit = next(shared_path("nmnist/Train/3").glob("*.bin"))
+    gesture = next(shared_path("dvs_sign/train/3").glob("*.npz"))
+    assert model_mismatch(nmnist, ["--replay", str(digit)]) is None
+    assert model_mismatch(sign, ["--replay", str(gesture)]) is None
+    assert "trained on nmnist" in model_mismatch(nmnist, ["--replay", str(gesture)])
+    assert "expects 128x128" in model_mismatch(sign, ["--replay", str(digit)])

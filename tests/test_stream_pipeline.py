@@ -180,3 +180,23 @@ def test_streams_are_bounded_refused_beyond_and_evicted_when_idle():
     kept = sum(c["events"] for c in stats["streams"].values())
     assert kept + stats["streams_not_listed"]["events"] == 8 * 200 + 200 + 200 * 200
     assert len(classifier.outbox.seq) <= Outbox.MAX_STREAMS
+
+
+def test_a_stream_the_model_does_not_fit_is_refused_unless_allowed():
+    model, config, _ = load_checkpoint(default_checkpoint("dvs_sign"))
+    runner = make_runner(model, choose_device("cpu"), window_steps=None)
+    sign = StreamModel(
+        config.name, tuple(config.class_names), config.compression, 1e5, runner
+    )  # 128x128 input
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events
+    for allow in (False, True):
+        sent: list[wire.Message] = []
+        options = ClassifierOptions(preview_hz=0, allow_model_mismatch=allow)
+        classifier = Classifier(sign, options, Outbox(sent.append, "w"))
+        classifier.process(messages_of(events))  # a 34x34 stream
+        stats = classifier.stats()
+        if allow:
+            assert stats["streams_mismatched"] == 0 and classifier.streams
+        else:
+            assert stats["streams_mismatched"] == 1 and not classifier.streams and not sent
+            assert stats["streams"]["cam"]["events_rejected"] == len(events)

@@ -66,6 +66,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shuffle", action="store_true", help="replay: shuffle the recordings")
     parser.add_argument("--loop", action="store_true", help="replay: play again and again")
     parser.add_argument(
+        "--allow-model-mismatch",
+        action="store_true",
+        help="run a checkpoint that does not fit the source (another sensor, fewer classes "
+        "than its labels, another dataset) with a warning instead of refusing",
+    )
+    parser.add_argument(
         "--allow-drops",
         action="store_true",
         help="replay with the live overload policy (default for replays: lossless)",
@@ -89,6 +95,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="the processes' info logs too")
 
 
+# File formats that hold one known dataset (replay.formats names -> models.splits names).
+FORMAT_DATASETS = {"nmnist": "nmnist", "dvs_sign": "dvs_sign"}
 EMBEDDED_NMNIST = Path(__file__).resolve().parent.parent / "demo_data" / "nmnist"
 
 
@@ -169,6 +177,48 @@ def trained_on_note(model: str | None, source_args: list[str]) -> str | None:
     )
 
 
+def model_mismatch(model: str | None, source_args: list[str]) -> str | None:
+    """Why the checkpoint does not fit the replay (None if it does, or if this cannot
+    be told): its input sensor against the recordings' (as the worker judges it),
+    the labels against its classes, the dataset it was trained on against the
+    recordings' format."""
+    if model is None or "--replay" not in source_args:
+        return None
+    from core.adapt import SensorAdapter
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from replay.formats import detect_format, iter_recording, labels_for
+    from replay.player import list_recordings
+    from streamer.classifier import MIN_SENSOR_COVERAGE
+
+    try:
+        _, config, extra = load_checkpoint(model)
+        first = list_recordings(source_args[source_args.index("--replay") + 1])[0]
+        sensor, chunks = iter_recording(first, chunk_events=1)
+        getattr(chunks, "close", lambda: None)()
+        labels = labels_for(first)
+        file_format = detect_format(first)
+    except (CheckpointError, OSError, ValueError, IndexError):
+        return None
+    coverage = SensorAdapter(sensor, config.compression.input_sensor).coverage
+    if coverage < MIN_SENSOR_COVERAGE:
+        return (
+            f"{config.name} expects {config.compression.input_sensor} input and the "
+            f"recordings are {sensor[0]}x{sensor[1]} (they would fill {coverage:.0%} of it)"
+        )
+    found = [labels] if isinstance(labels, int) else [s.label for s in labels or ()]
+    if any(label >= config.num_classes for label in found):
+        return (
+            f"{first.name} is labelled {max(found)}; {config.name} has {config.num_classes} classes"
+        )
+    trained_on = extra.get("dataset")
+    if (
+        trained_on in FORMAT_DATASETS.values()
+        and FORMAT_DATASETS.get(file_format, trained_on) != trained_on
+    ):
+        return f"{config.name} was trained on {trained_on}; the recordings are {file_format} files"
+    return None
+
+
 def default_model(args: argparse.Namespace, source_args: list[str]) -> str | None:
     """Without ``--model``: the default checkpoint that fits the source's sensor (a
     replay's first file; live and synthetic sources are 128x128 or larger)."""
@@ -228,6 +278,7 @@ def child_args(
     worker += ["--hop-us", str(args.hop_us)] if args.hop_us else []
     worker += ["--ema-tau-us", str(args.ema_tau_us)] if args.ema_tau_us else []
     worker += ["--window", str(args.window)] if args.window is not None else []
+    worker += ["--allow-model-mismatch"] if args.allow_model_mismatch else []
     if lossless:
         producer.append("--lossless")
         worker.append("--lossless")
@@ -366,6 +417,12 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     lossless = is_replay and not args.allow_drops
     say(f"source: {description}")
     model = chosen_model(args, source_args)
+    mismatch = model_mismatch(model, source_args)
+    if mismatch and not args.allow_model_mismatch:
+        say(f"{mismatch}: its answers would mean nothing; --allow-model-mismatch runs it anyway")
+        return 2
+    if mismatch:
+        say(f"warning: {mismatch}")
     note = trained_on_note(model, source_args)
     if note:
         say(note)

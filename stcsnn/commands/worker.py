@@ -108,6 +108,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="overload: at most this many steps of one merged push run the network (default 4)",
     )
     stream.add_argument(
+        "--allow-model-mismatch",
+        action="store_true",
+        help="serve streams whose sensor fills under half of the model's input "
+        "(refused by default: a model trained on another sensor)",
+    )
+    stream.add_argument(
         "--max-streams",
         type=int,
         default=64,
@@ -199,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             max_pending_events=args.max_pending_events,
             max_steps_per_push=args.max_steps_per_push,
             max_streams=args.max_streams,
+            allow_model_mismatch=args.allow_model_mismatch,
             idle_evict_s=args.idle_evict_s,
             preview_hz=args.preview_hz,
             stats_interval_s=args.stats_interval_s,

@@ -114,6 +114,16 @@ def run(args: argparse.Namespace) -> int:
             os.nice(args.nice)
         except OSError as error:
             log.warning("could not lower the CPU priority: %s", error)
+    from streamer.display_check import explain, missing_libraries
+
+    missing = missing_libraries()
+    if missing:
+        print(
+            f"stcsnn dashboard: {explain(missing)}; or draw offscreen with "
+            "QT_QPA_PLATFORM=offscreen (--screenshot)",
+            file=sys.stderr,
+        )
+        return 1
     from streamer.dashboard import ensure_display, run_dashboard
     from streamer.processes import StatusChannel
 

@@ -290,6 +290,12 @@ def dashboard_args(args: argparse.Namespace, description: str) -> list[str] | No
     for ``--exit-after``, so that it closes itself (saving the screenshot)."""
     if args.no_dashboard:
         return None
+    from streamer.display_check import explain, missing_libraries
+
+    missing = missing_libraries()
+    if missing:
+        say(f"warning: no dashboard: {explain(missing)}. The console view instead")
+        return None
     argv = ["--source", description] + ([] if args.verbose else ["--quiet"])
     argv += ["--screenshot", args.screenshot] if args.screenshot else []
     argv += ["--exit-after", str(args.exit_after)] if args.exit_after is not None else []

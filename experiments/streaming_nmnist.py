@@ -155,8 +155,7 @@ def score_stream(
     stream.segments = list(segments)
     result = log.accuracy()
     by_hop = [[0, 0, 0] for _ in range(MAX_HOPS_REPORTED)]  # hops, correct, correct raw
-    latencies: list[float] = []
-    undecided = changes = 0
+    changes = 0
     for label, start, end in segments:
         # Hops scored for this segment: those whose last µs lies in [start, end).
         first = int(np.searchsorted(t_end_us, start, side="right"))
@@ -167,12 +166,7 @@ def score_stream(
             by_hop[k][0] += 1
             by_hop[k][1] += int(right[k])
             by_hop[k][2] += int(top1_raw[first + k] == label)
-        if not len(right) or not right[-1]:
-            undecided += 1
-            continue
-        wrong = np.flatnonzero(~right)
-        settled = int(wrong[-1]) + 1 if len(wrong) else 0
-        latencies.append((int(t_end_us[first + settled]) - start) / 1e3)
+    latencies, undecided = log.decision_latencies_ms()
     result["hop_accuracy_by_hop_since_onset"] = [
         {
             "hop": k,

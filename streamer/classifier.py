@@ -25,6 +25,7 @@ stay bounded too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from core.adapt import SensorAdapter
+from core.events import SensorSize
 from streamer import wire
 from streamer.stream_pipeline import Outbox, StreamCounters, StreamModel, StreamPipeline
 from streamer.worker_queue import Pending
@@ -60,6 +62,12 @@ class ClassifierOptions:
     allow_model_mismatch: bool = False  # serve streams the model's input does not fit
 
 
+@functools.lru_cache(maxsize=256)
+def coverage(source: SensorSize, target: SensorSize) -> float:
+    """``SensorAdapter.coverage``, remembered for the sensors seen last."""
+    return SensorAdapter(source, target).coverage
+
+
 class Classifier:
     """Every stream this worker serves; ``process`` takes one cycle's pending messages."""
 
@@ -79,7 +87,6 @@ class Classifier:
         self.errors = 0
         self.streams_mismatched = 0
         self._refusal_logged_s = -math.inf
-        self._fit_by_sensor: dict = {}
         self._mismatch_logged: set = set()
 
     def process(self, items: list[Pending]) -> None:
@@ -197,7 +204,7 @@ class Classifier:
                     "(a model trained on another sensor; --allow-model-mismatch serves it)",
                     message.stream[:40],
                     message.sensor,
-                    100 * self._coverage(message.sensor),
+                    100 * coverage(message.sensor, self.model.compression.input_sensor),
                     self.model.compression.input_sensor,
                 )
             return False
@@ -211,18 +218,11 @@ class Classifier:
             return False
         return True
 
-    def _coverage(self, sensor) -> float:
-        return SensorAdapter(sensor, self.model.compression.input_sensor).coverage
-
-    def _fits(self, sensor) -> bool:
+    def _fits(self, sensor: SensorSize) -> bool:
         """The stream's sensor fills at least half of the model's input (after the
         adapter's integer downscale), or mismatches are allowed."""
-        if self.options.allow_model_mismatch:
-            return True
-        fits = self._fit_by_sensor.get(sensor)
-        if fits is None:
-            fits = self._fit_by_sensor[sensor] = self._coverage(sensor) >= MIN_SENSOR_COVERAGE
-        return fits
+        target = self.model.compression.input_sensor
+        return self.options.allow_model_mismatch or coverage(sensor, target) >= MIN_SENSOR_COVERAGE
 
     def _start(self, message: wire.Events) -> StreamPipeline:
         stream = message.stream

@@ -27,7 +27,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,9 @@ import numpy as np
 
 from core.compress import CompressionConfig, StreamingCompressor
 from core.events import SensorSize
-from core.source import Labels
+from core.source import Source
 from streamer import wire
-from streamer.pipeline import Pipeline, is_activity
+from streamer.pipeline import Pipeline
 from streamer.prediction_log import PredictionLog, percentile
 
 STAGES = (
@@ -55,6 +55,7 @@ STAGES = (
 )
 WARMUP_US = 1_000_000  # predictions of the first second of event time are not scored
 MAX_STEPS_TIMED = 300
+QUIET_AFTER_PRODUCER_S = 3.0  # then the producer's end message is taken as lost
 REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compressor figures
 
 
@@ -63,41 +64,41 @@ REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compresso
 
 @dataclass(frozen=True)
 class Workload:
-    """What the producer publishes, as its command-line options, and the same events
-    made in this process (the seeded synthetic generator, or the replay player)."""
+    """What the producer publishes, as its command-line options, and how to make the
+    same source in this process (the seeded synthetic generator, or the replay player)."""
 
     source_args: tuple[str, ...]
     description: str
+    make_source: Callable[[], Source]
 
     @classmethod
     def synthetic(cls, rate: float, sensor: SensorSize, seconds: float, seed: int = 0):
+        from streamer.sources import SyntheticSource
+
         args = ("--synthetic", str(rate), "--sensor", f"{sensor.width}x{sensor.height}")
         args += ("--duration-s", str(seconds), "--seed", str(seed))
-        return cls(args, f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s")
+        duration_us = round(seconds * 1e6)
+        return cls(
+            args,
+            f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s",
+            lambda: SyntheticSource(rate, sensor=sensor, duration_us=duration_us, seed=seed),
+        )
 
     @classmethod
     def replay(cls, path: str, limit: int | None = None):
+        from replay.player import open_replay
+
         args = ("--replay", str(path)) + (("--limit", str(limit)) if limit else ())
-        return cls(args, f"replay of {path}" + (f" ({limit} recordings)" if limit else ""))
+        return cls(
+            args,
+            f"replay of {path}" + (f" ({limit} recordings)" if limit else ""),
+            lambda: open_replay(path, limit=limit),
+        )
 
     def reference(self, max_events: int = REFERENCE_EVENTS) -> Reference:
         """The same events in this process: the first ``max_events`` of them kept whole,
-        all of them counted per millisecond of event time, and the labels."""
-        from replay.player import open_replay
-        from streamer.sources import SyntheticSource
-
-        args = dict(zip(self.source_args[::2], self.source_args[1::2], strict=True))
-        if "--replay" in args:
-            limit = int(args["--limit"]) if "--limit" in args else None
-            source = open_replay(args["--replay"], limit=limit)
-        else:
-            width, height = (int(v) for v in args["--sensor"].split("x"))
-            source = SyntheticSource(
-                float(args["--synthetic"]),
-                sensor=SensorSize(width, height),
-                duration_us=round(float(args["--duration-s"]) * 1e6),
-                seed=int(args["--seed"]),
-            )
+        all of them counted per millisecond of event time."""
+        source = self.make_source()
         reference = Reference(source.sensor)
         try:
             for item in source.items(threading.Event()):
@@ -116,11 +117,8 @@ class Reference:
     kept_events: int = 0
     events: int = 0
     per_ms: Counter = field(default_factory=Counter)  # events per millisecond of event time
-    segments: list = field(default_factory=list)
 
     def add(self, item, max_events: int) -> None:
-        if isinstance(item, Labels):
-            self.segments += item.segments
         if not isinstance(item, np.ndarray) or not len(item):
             return
         self.events += len(item)
@@ -255,17 +253,14 @@ def run_processes(
     observed = Observed()
     started = time.monotonic()
     with pipeline:
-        quiet_since = time.monotonic()
         while time.monotonic() - started < timeout_s:
             received = pipeline.receive(timeout_ms=100)
             if received is None:
-                if pipeline.producer.returncode == 0 and time.monotonic() - quiet_since > 3:
+                if pipeline.quiet_after_producer_s() > QUIET_AFTER_PRODUCER_S:
                     break
                 continue
             message, received_ns = received
             observed.log.add(message, received_ns)
-            if is_activity(message):
-                quiet_since = time.monotonic()
             if isinstance(message, wire.Prediction):
                 observed.predictions.append(received)
             if isinstance(message, wire.End):

@@ -115,6 +115,7 @@ class Pipeline:
         self.subscriber: Subscriber | None = None
         self.producer_stats: dict[str, Any] | None = None
         self.worker_stats: dict[str, Any] | None = None
+        self.last_activity_s = time.monotonic()  # the worker's last sign of a moving stream
 
     def start(self) -> Pipeline:
         """Start the processes in order; ``ChildFailed`` if one exits or never gets ready
@@ -170,7 +171,18 @@ class Pipeline:
         failed = self.failed()
         if failed is not None:
             raise ChildFailed(failed.failure(f"exited with code {failed.returncode}"))
-        return self.subscriber.receive(timeout_ms)
+        received = self.subscriber.receive(timeout_ms)
+        if received is not None and is_activity(received[0]):
+            self.last_activity_s = time.monotonic()
+        return received
+
+    def quiet_after_producer_s(self) -> float:
+        """How long the worker has been quiet (``is_activity``) since the producer
+        finished; 0 while it runs. A receiver waiting for an ``end`` that a lossless
+        producer gave up on stops waiting after a while of this."""
+        if self.producer is None or self.producer.returncode != 0:
+            return 0.0
+        return time.monotonic() - self.last_activity_s
 
     def messages(self, timeout_s: float | None = None) -> Iterator[tuple[wire.Message, int]]:
         """The worker's messages with their arrival times (ns) until every stream seen

@@ -154,32 +154,33 @@ class Child:
         with self._status_changed:
             self._status_changed.notify_all()
 
+    def _first(self, name: str, *, last: bool = False) -> dict[str, Any] | None:
+        ordered = reversed(self.statuses) if last else iter(self.statuses)
+        return next((s for s in ordered if s.get("status") == name), None)
+
     def status(self, name: str) -> dict[str, Any] | None:
         """The last status line called ``name`` so far, or None."""
         with self._status_changed:
-            return next((s for s in reversed(self.statuses) if s.get("status") == name), None)
+            return self._first(name, last=True)
 
     def wait_status(self, name: str, timeout_s: float) -> dict[str, Any]:
         """The first status line called ``name``; ChildFailed if the process ends first
         or nothing comes within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         with self._status_changed:
-            while True:
-                found = next((s for s in self.statuses if s.get("status") == name), None)
-                if found is not None:
-                    return found
-                if self.process.poll() is not None and not self._readers[2].is_alive():
-                    raise ChildFailed(self.failure(f"exited with code {self.process.returncode}"))
-                if self.process.poll() is not None:  # a grandchild may hold the pipe open
-                    self._status_changed.wait(0.5)
-                    if not any(s.get("status") == name for s in self.statuses):
-                        code = self.process.returncode
-                        raise ChildFailed(self.failure(f"exited with code {code}"))
-                    continue
+            while (found := self._first(name)) is None:
+                if self.process.poll() is not None:
+                    if self._readers[2].is_alive():  # its last lines may be on their way,
+                        self._status_changed.wait(0.5)  # or a grandchild holds the pipe
+                    if (found := self._first(name)) is not None:
+                        return found
+                    code = self.process.returncode
+                    raise ChildFailed(self.failure(f"exited with code {code}"))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ChildFailed(self.failure(f"was not ready within {timeout_s:g} s"))
                 self._status_changed.wait(min(remaining, 0.2))
+            return found
 
     @property
     def ready(self) -> dict[str, Any]:

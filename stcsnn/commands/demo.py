@@ -12,6 +12,7 @@ the failure of any one of them. See docs/streaming.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -26,7 +27,6 @@ from pathlib import Path
 from stcsnn.commands.worker import add_step_options
 from streamer import wire
 from streamer.pacing import parse_speed
-from streamer.pipeline import is_activity
 from streamer.prediction_log import PredictionLog, summarise
 
 CONSOLE_LINES_PER_S = 10
@@ -137,15 +137,24 @@ def default_source(args: argparse.Namespace, workdir: Path) -> tuple[list[str], 
     )
 
 
+@functools.lru_cache(maxsize=4)
+def checkpoint_header(path: str):
+    """``(config, extra)`` of a checkpoint, loaded once however many checks read it."""
+    from models.checkpoint import load_checkpoint
+
+    _, config, extra = load_checkpoint(path)
+    return config, extra
+
+
 def held_out_nmnist() -> set[Path] | None:
     """The validation split the default N-MNIST checkpoint records, found in the data
     folder, or None."""
-    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.checkpoint import CheckpointError
     from models.default_checkpoints import default_checkpoint
     from models.splits import checkpoint_part_files
 
     try:
-        _, _, extra = load_checkpoint(default_checkpoint("nmnist"))
+        _, extra = checkpoint_header(str(default_checkpoint("nmnist")))
     except (CheckpointError, FileNotFoundError):
         return None
     return checkpoint_part_files(extra, "val")
@@ -156,13 +165,13 @@ def trained_on_note(model: str | None, source_args: list[str]) -> str | None:
     on them say little about recordings it has not seen."""
     if model is None or "--replay" not in source_args:
         return None
-    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.checkpoint import CheckpointError
     from models.splits import checkpoint_part_files
     from replay.player import list_recordings
 
     try:
-        _, _, extra = load_checkpoint(model)
-        replay = source_args[source_args.index("--replay") + 1]
+        _, extra = checkpoint_header(model)
+        replay = replay_path(source_args)
         replayed = {path.resolve() for path in list_recordings(replay)}
     except (CheckpointError, OSError, ValueError):
         return None
@@ -185,16 +194,13 @@ def model_mismatch(model: str | None, source_args: list[str]) -> str | None:
     if model is None or "--replay" not in source_args:
         return None
     from core.adapt import SensorAdapter
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from replay.formats import detect_format, iter_recording, labels_for
-    from replay.player import list_recordings
+    from models.checkpoint import CheckpointError
+    from replay.formats import detect_format, labels_for
     from streamer.classifier import MIN_SENSOR_COVERAGE
 
     try:
-        _, config, extra = load_checkpoint(model)
-        first = list_recordings(source_args[source_args.index("--replay") + 1])[0]
-        sensor, chunks = iter_recording(first, chunk_events=1)
-        getattr(chunks, "close", lambda: None)()
+        config, extra = checkpoint_header(model)
+        first, sensor = first_recording(replay_path(source_args))
         labels = labels_for(first)
         file_format = detect_format(first)
     except (CheckpointError, OSError, ValueError, IndexError):
@@ -219,23 +225,30 @@ def model_mismatch(model: str | None, source_args: list[str]) -> str | None:
     return None
 
 
+def replay_path(source_args: list[str]) -> str | None:
+    """The producer's ``--replay`` argument, if the source is a replay."""
+    return source_args[source_args.index("--replay") + 1] if "--replay" in source_args else None
+
+
+def first_recording(replay: str):
+    """(path, sensor) of a replay's first recording (its header only)."""
+    from replay.formats import iter_recording
+    from replay.player import list_recordings
+
+    first = list_recordings(replay)[0]
+    sensor, chunks = iter_recording(first, chunk_events=1)
+    getattr(chunks, "close", lambda: None)()
+    return first, sensor
+
+
 def default_model(args: argparse.Namespace, source_args: list[str]) -> str | None:
     """Without ``--model``: the default checkpoint that fits the source's sensor (a
     replay's first file; live and synthetic sources are 128x128 or larger)."""
     from core.events import SensorSize
     from models.runner import default_checkpoint_path
 
-    if "--replay" in source_args:
-        from replay.formats import iter_recording
-        from replay.player import list_recordings
-
-        first = list_recordings(source_args[source_args.index("--replay") + 1])[0]
-        sensor, chunks = iter_recording(first, chunk_events=1)
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    else:
-        sensor = SensorSize(128, 128)
+    replay = replay_path(source_args)
+    sensor = first_recording(replay)[1] if replay else SensorSize(128, 128)
     path = default_checkpoint_path(sensor)
     return str(path) if path is not None else None
 
@@ -330,7 +343,6 @@ class Watch:
 
     def run(self) -> str:
         """Until every stream ended ("done"), a stop ("stopped") or a failure (why)."""
-        last_stream_message_s = time.monotonic()
         viewer = self.pipeline.dashboard
         while not self.stop_event.is_set():
             if viewer is not None and viewer.returncode == 0:
@@ -341,8 +353,8 @@ class Watch:
                     return "stopped"
             received = self.pipeline.receive(timeout_ms=100)
             if received is None:
-                quiet_s = time.monotonic() - last_stream_message_s
-                if self.pipeline.producer.returncode == 0 and quiet_s > QUIET_AFTER_PRODUCER_S:
+                quiet_s = self.pipeline.quiet_after_producer_s()
+                if quiet_s > QUIET_AFTER_PRODUCER_S:
                     say(
                         f"the producer has finished and nothing came for {quiet_s:.0f} s, "
                         "but its end message never arrived: the stream's tail may be lost"
@@ -350,10 +362,7 @@ class Watch:
                     self.end_received = False
                     return "done"
                 continue
-            message, received_ns = received
-            if is_activity(message):
-                last_stream_message_s = time.monotonic()
-            if self._take(message, received_ns):
+            if self._take(*received):
                 return "done"
         return "stopped"
 

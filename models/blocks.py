@@ -110,8 +110,8 @@ class SynapticConvBlock(nn.Module):
     def initial_state(self, batch: int, height: int, width: int, **tensor_kw) -> SCBState:
         """Zero state for inputs ``[batch, C_in, height, width]`` (conv keeps the size),
         channels_last like the conv's output: a state in another layout would turn
-        every later tensor of the step into it (measured: the max pool ~20x slower,
-        and a copy before every conv)."""
+        every later tensor of the step into it (the max pool ~20x slower in a one-off
+        micro-benchmark, and a copy before every conv; benchmarks/bench_step.py)."""
         zeros = torch.zeros(batch, self.out_channels, height, width, **tensor_kw)
         zeros = zeros.contiguous(memory_format=torch.channels_last)
         return SCBState(zeros, MTLIFState(zeros))

@@ -166,9 +166,8 @@ def for_inference(model: SpikingNet) -> SpikingNet:
 
     Measured (benchmarks/bench_step.py, interleaved rounds, one thread): the
     gesture step 1.95 -> 1.81 ms, N-MNIST 0.62 -> 0.57 ms. The folded weights
-    differ from conv-then-BN in the last bits only; the logits of 110 real
-    N-MNIST and DVS_Sign samples (688 steps) were identical (tests/test_worker.py
-    checks the runners against the unfolded forward)."""
+    differ from conv-then-BN in the last bits only (tests/test_worker.py checks
+    the logits against the unfolded forward on a real recording)."""
     model = copy.deepcopy(model).eval()
     with torch.no_grad():
         for block in model.blocks:

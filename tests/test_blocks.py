@@ -116,7 +116,7 @@ def test_bad_arguments():
 
 def test_streaming_state_stays_channels_last():
     """The step's tensors keep the conv's layout: a state in another layout made the max
-    pool ~20x slower and added a copy before every conv (the gesture step 3.3 -> 2.0 ms)."""
+    pool much slower and added a copy before every conv (benchmarks/bench_step.py)."""
     block = _trained_bn_block()
     state = block.initial_state(1, 10, 10, dtype=torch.float64)
     assert state.synaptic.is_contiguous(memory_format=torch.channels_last)

@@ -111,13 +111,16 @@ class SensorAdapter:
         input itself when nothing is dropped, otherwise a new array."""
         events = as_events(events)
         if self.is_identity:
-            inside = (
-                (events["x"] >= 0)
-                & (events["x"] < self.target.width)
-                & (events["y"] >= 0)
-                & (events["y"] < self.target.height)
-            )
-            return events if inside.all() else events[inside]
+            if not len(events):
+                return events
+            # Two reductions decide the common case (nothing outside); a negative
+            # coordinate read as uint16 is huge.
+            x = events["x"].view(np.uint16)
+            y = events["y"].view(np.uint16)
+            if int(x.max()) < self.target.width and int(y.max()) < self.target.height:
+                return events
+            inside = (x < self.target.width) & (y < self.target.height)
+            return events[inside]
         x0, y0, x1, y1 = self.source_window()
         x = events["x"]
         y = events["y"]

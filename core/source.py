@@ -136,3 +136,51 @@ class TimeChunker:
         for piece in np.split(events, boundaries):
             chunks += split_by_count(piece, self.max_chunk_events)
         return chunks
+
+
+# --- preloading -----------------------------------------------------------------------
+
+DEFAULT_PRELOAD_MAX_BYTES = 4 << 30
+
+
+class PreloadedSource:
+    """Another finite source's items read into memory first, then replayed from there:
+    for throughput benchmarks, where reading or generating the events must not compete
+    with the pipeline under test for the cores. At most ``max_bytes`` of events."""
+
+    live = False
+
+    def __init__(
+        self,
+        source: Source,
+        stop_event: threading.Event,
+        max_bytes: int = DEFAULT_PRELOAD_MAX_BYTES,
+    ):
+        if source.live:
+            raise SourceError(f"{source.description} is live: it cannot be preloaded")
+        self.sensor = source.sensor
+        self.description = f"{source.description}, preloaded"
+        self.stats = getattr(source, "stats", None)  # a replay's counts, if any
+        self.events = 0
+        self._items: list[SourceItem] = []
+        try:
+            for item in source.items(stop_event):
+                if isinstance(item, np.ndarray):
+                    self.events += len(item)
+                    if self.events * EVENT_DTYPE.itemsize > max_bytes:
+                        raise SourceError(
+                            f"{source.description}: more than {max_bytes / 2**30:g} GiB of "
+                            "events to preload; shorten it (--duration-s, --limit)"
+                        )
+                self._items.append(item)
+        finally:
+            source.close()
+
+    def items(self, stop_event: threading.Event) -> Iterator[SourceItem]:
+        for item in self._items:
+            if stop_event.is_set():
+                return
+            yield item
+
+    def close(self) -> None:
+        self._items = []

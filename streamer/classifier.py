@@ -208,7 +208,7 @@ class Classifier:
                     self.model.compression.input_sensor,
                 )
             return False
-        if np.any(message.events["polarity"].view(np.uint8) > 1):
+        if int(message.events["polarity"].view(np.uint8).max()) > 1:
             self._counters(message.stream).events_rejected += len(message.events)
             log.warning(
                 "stream %r: message %d rejected: polarity other than 0/1",

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from core.compress import CompressionConfig, StreamingCompressor
-from core.events import SensorSize
-from core.source import Source
+from core.events import SensorSize, concat_events
+from core.source import DEFAULT_CHUNK_US, Source
 from streamer import wire
 from streamer.pipeline import Pipeline
 from streamer.prediction_log import PredictionLog, percentile
@@ -57,6 +57,7 @@ WARMUP_US = 1_000_000  # predictions of the first second of event time are not s
 MAX_STEPS_TIMED = 300
 QUIET_AFTER_PRODUCER_S = 3.0  # then the producer's end message is taken as lost
 REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compressor figures
+COMPRESSOR_PUSH_EVENTS = 100_000  # the bare compressor's pushes (compressor_events_per_s)
 
 
 # --- the workload, in-process ----------------------------------------------------------
@@ -72,27 +73,39 @@ class Workload:
     make_source: Callable[[], Source]
 
     @classmethod
-    def synthetic(cls, rate: float, sensor: SensorSize, seconds: float, seed: int = 0):
+    def synthetic(
+        cls,
+        rate: float,
+        sensor: SensorSize,
+        seconds: float,
+        seed: int = 0,
+        chunk_us: int = DEFAULT_CHUNK_US,
+    ):
         from streamer.sources import SyntheticSource
 
         args = ("--synthetic", str(rate), "--sensor", f"{sensor.width}x{sensor.height}")
-        args += ("--duration-s", str(seconds), "--seed", str(seed))
+        args += ("--duration-s", str(seconds), "--seed", str(seed), "--chunk-us", str(chunk_us))
         duration_us = round(seconds * 1e6)
         return cls(
             args,
-            f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s",
-            lambda: SyntheticSource(rate, sensor=sensor, duration_us=duration_us, seed=seed),
+            f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s" + _chunk_note(chunk_us),
+            lambda: SyntheticSource(
+                rate, sensor=sensor, duration_us=duration_us, seed=seed, chunk_us=chunk_us
+            ),
         )
 
     @classmethod
-    def replay(cls, path: str, limit: int | None = None):
+    def replay(cls, path: str, limit: int | None = None, chunk_us: int = DEFAULT_CHUNK_US):
         from replay.player import open_replay
 
-        args = ("--replay", str(path)) + (("--limit", str(limit)) if limit else ())
+        args = ("--replay", str(path), "--chunk-us", str(chunk_us))
+        args += ("--limit", str(limit)) if limit else ()
         return cls(
             args,
-            f"replay of {path}" + (f" ({limit} recordings)" if limit else ""),
-            lambda: open_replay(path, limit=limit),
+            f"replay of {path}"
+            + (f" ({limit} recordings)" if limit else "")
+            + _chunk_note(chunk_us),
+            lambda: open_replay(path, limit=limit, chunk_us=chunk_us),
         )
 
     def reference(self, max_events: int = REFERENCE_EVENTS) -> Reference:
@@ -106,6 +119,10 @@ class Workload:
         finally:
             source.close()
         return reference
+
+
+def _chunk_note(chunk_us: int) -> str:
+    return "" if chunk_us == DEFAULT_CHUNK_US else f", {chunk_us} µs per message"
 
 
 @dataclass
@@ -155,14 +172,23 @@ class ModelChoice:
 
 def compressor_events_per_s(chunks: list[np.ndarray], compression: CompressionConfig) -> float:
     """The bare streaming compressor over ``chunks`` (input already in the model's
-    sensor): median events/s of three passes, after one warm-up pass."""
-    events = sum(len(c) for c in chunks)
+    sensor), merged into pushes of at least COMPRESSOR_PUSH_EVENTS (as a worker at full
+    speed merges what is pending; fewer, larger pushes are the compressor's best
+    case): median events/s of three passes, after one warm-up pass."""
+    pushes, piece = [], []
+    for chunk in chunks:
+        piece.append(chunk)
+        if sum(len(c) for c in piece) >= COMPRESSOR_PUSH_EVENTS:
+            pushes.append(concat_events(piece))
+            piece = []
+    pushes += [concat_events(piece)] if piece else []
+    events = sum(len(p) for p in pushes)
     seconds = []
     for _ in range(4):
         compressor = StreamingCompressor(compression, start_us=0)
         started = time.perf_counter()
-        for chunk in chunks:
-            compressor.push(chunk)
+        for push in pushes:
+            compressor.push(push)
         seconds.append(time.perf_counter() - started)
     return events / statistics.median(seconds[1:])
 
@@ -239,6 +265,8 @@ def run_processes(
     speed: str,
     lossless: bool,
     timeout_s: float,
+    preload: bool = False,
+    transport: str = "tcp",
 ) -> Observed:
     """producer -> worker -> here; until every stream ended (or the producer finished
     and the worker was quiet for 3 s with nothing pending: a lossless producer that
@@ -247,8 +275,9 @@ def run_processes(
     worker_args = ["--quiet", "--threads", "1", *mode, *choice.worker_args(checkpoint)]
     pipeline = Pipeline(
         workload.source_args,
-        producer_args=["--speed", speed, "--quiet", *mode],
+        producer_args=["--speed", speed, "--quiet", *mode, *(["--preload"] if preload else [])],
         worker_args=worker_args,
+        transport=transport,
     )
     observed = Observed()
     started = time.monotonic()
@@ -383,17 +412,26 @@ def latency_report(
 
 
 def throughput_report(
-    workload: Workload, choice: ModelChoice, *, timeout_s: float = 600.0
+    workload: Workload, choice: ModelChoice, *, timeout_s: float = 600.0, transport: str = "tcp"
 ) -> dict[str, Any]:
     """Producer -> worker lossless and unpaced: the events per second the pipeline gets
-    through, beside the bare compressor on the same events in the same run."""
+    through, beside the bare compressor on the same events in the same run. The
+    producer preloads its source (``--preload``): generating or reading the events is
+    not what is measured, and would take one of the cores from the pipeline."""
     reference = workload.reference()
     runner, compression, path = in_process_runner(choice, reference.sensor)
     adapted = adapted_chunks(reference.chunks, reference.sensor, compression)
     compressor_rate = compressor_events_per_s(adapted, compression)
     step_ms = step_times_ms(runner, adapted, compression)
     observed = run_processes(
-        workload, choice, path, speed="max", lossless=True, timeout_s=timeout_s
+        workload,
+        choice,
+        path,
+        speed="max",
+        lossless=True,
+        timeout_s=timeout_s,
+        preload=True,
+        transport=transport,
     )
     rate = events_processed_per_s(observed, reference)
     return {
@@ -401,6 +439,7 @@ def throughput_report(
         "model": path,
         "device": runner.description,
         "hop_us": compression.step_us,
+        "transport": transport,
         "events": reference.events,
         "events_per_hop": round(
             reference.events / max(1, len(reference.per_ms)) * (compression.step_us / 1000), 1

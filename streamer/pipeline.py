@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -42,6 +44,9 @@ from streamer.processes import (
 log = logging.getLogger("stcsnn.pipeline")
 
 SUBSCRIBER_HWM = 100_000
+# What this process reads of a worker: not its previews, which the worker then need
+# not make unless a dashboard subscribes to them.
+PIPELINE_TOPICS = tuple(wire.topic(t) for t in ("prediction", "labels", "end", "stats"))
 
 
 def is_activity(message: wire.Message) -> bool:
@@ -88,7 +93,9 @@ class Pipeline:
     ``source_args`` name the producer's source (``["--replay", PATH]``,
     ``["--synthetic", "1M"]``...); ``producer_args``, ``worker_args`` and
     ``dashboard_args`` (None: no dashboard) go to the commands as they are.
-    ``echo`` receives the processes' log lines, prefixed with their names."""
+    ``echo`` receives the processes' log lines, prefixed with their names.
+    ``transport``: "tcp" (loopback, free ports) or "ipc" (Unix sockets in a temporary
+    folder: same host only, and cheaper per byte)."""
 
     def __init__(
         self,
@@ -100,7 +107,12 @@ class Pipeline:
         echo: Callable[[str], None] | None = None,
         cwd: str | os.PathLike | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        transport: str = "tcp",
     ):
+        if transport not in ("tcp", "ipc"):
+            raise ValueError(f"transport must be 'tcp' or 'ipc', got {transport!r}")
+        self.transport = transport
+        self.ipc_folder: str | None = None
         self.source_args = list(source_args)
         self.producer_args = list(producer_args)
         self.worker_args = list(worker_args)
@@ -121,21 +133,28 @@ class Pipeline:
         """Start the processes in order; ``ChildFailed`` if one exits or never gets ready
         (then nothing is left running)."""
         started = {"echo": self.echo, "cwd": self.cwd, "timeout_s": self.start_timeout_s}
+        produce_at, bind_at = [], []
+        if self.transport == "ipc":
+            self.ipc_folder = tempfile.mkdtemp(prefix="stcsnn-")
+            produce_at = ["--endpoint", f"ipc://{self.ipc_folder}/producer"]
+            bind_at = ["--bind", f"ipc://{self.ipc_folder}/worker"]
         try:
             self.producer = self.supervisor.start(
                 start_producer(
-                    [*self.source_args, "--wait-subscribers", "1", *self.producer_args], **started
+                    [*self.source_args, *produce_at, "--wait-subscribers", "1"]
+                    + self.producer_args,
+                    **started,
                 )
             )
             subscribers = 1 + (self.dashboard_args is not None)
             self.worker = self.supervisor.start(
                 start_worker(
                     self.producer.endpoint,
-                    ["--wait-subscribers", str(subscribers), *self.worker_args],
+                    [*bind_at, "--wait-subscribers", str(subscribers), *self.worker_args],
                     **started,
                 )
             )
-            self.subscriber = Subscriber(self.worker.endpoint)
+            self.subscriber = Subscriber(self.worker.endpoint, PIPELINE_TOPICS)
             if self.dashboard_args is not None:
                 # Not waited for: the worker holds the stream until it has subscribed.
                 argv = ["dashboard", "--connect", self.worker.endpoint, *self.dashboard_args]
@@ -211,3 +230,6 @@ class Pipeline:
             self.producer_stats = self.producer.result()
         if self.worker is not None:
             self.worker_stats = self.worker.result()
+        if self.ipc_folder is not None:
+            shutil.rmtree(self.ipc_folder, ignore_errors=True)
+            self.ipc_folder = None

@@ -3,9 +3,11 @@
 The worker adds every push's adapted events (model input sensor) and sends the
 image at most ``preview_hz`` times per second per stream: ``uint8 [2, H, W]``
 (polarity OFF, ON; saturating counts) on a grid of at most PREVIEW_MAX_SIDE
-pixels a side. Above PREVIEW_MAX_EVENTS events per push the events are
-sampled, and ``events_per_count`` says by how much, so that a dense stream
-does not cost the worker more than a display needs.
+pixels a side. A dense stream is sampled (every k-th event), so that it costs the
+worker no more than a display needs: at most PREVIEW_MAX_EVENTS events per push
+and about PREVIEW_EVENTS_PER_IMAGE per image, the stride set from the events of
+the previous image; ``events_per_count`` says by how much. The worker adds
+nothing while nobody subscribes to previews (``Outbox.previews_wanted``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 PREVIEW_MAX_SIDE = 128
 PREVIEW_MAX_EVENTS = 50_000  # per push: more are sampled
+PREVIEW_EVENTS_PER_IMAGE = 20_000  # about this many counted per image at a steady rate
 
 
 def preview_grid(input_height: int, input_width: int) -> tuple[int, tuple[int, int, int]]:
@@ -32,6 +35,7 @@ class PreviewImage:
         self.counts = np.zeros(shape, dtype=np.int64)
         self.events = 0  # exact, before sampling
         self.stride = 1  # events per count (the largest sampling since the last send)
+        self.image_stride = 1  # the sampling the previous image's event count calls for
         self.start_us: int | None = None
         self.sent_s = -math.inf  # time.monotonic() of the last send
 
@@ -39,7 +43,7 @@ class PreviewImage:
         """Count EVENT_DTYPE events of the model's input sensor."""
         if not len(adapted):
             return
-        stride = max(1, len(adapted) // PREVIEW_MAX_EVENTS)
+        stride = max(self.image_stride, len(adapted) // PREVIEW_MAX_EVENTS)
         sample = adapted[::stride]
         _, height, width = self.counts.shape
         cells = (
@@ -60,6 +64,7 @@ class PreviewImage:
         """(``uint8 [2, H, W]`` image, start µs, events, events per count), and start over."""
         image = np.minimum(self.counts, 255).astype(np.uint8)
         taken = (image, int(self.start_us), self.events, self.stride)
+        self.image_stride = max(1, self.events // PREVIEW_EVENTS_PER_IMAGE)
         self.counts[:] = 0
         self.events = 0
         self.stride = 1

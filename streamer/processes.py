@@ -357,8 +357,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _child_main(argv: list[str]) -> None:
     """``python -m streamer.processes --child-of PID MODULE ARGS...``: MODULE as __main__."""
+    import faulthandler
     import runpy
 
+    # A crash in native code (numpy, ZeroMQ, torch) leaves its Python stack in the
+    # child's last words instead of a bare "exited with code -11".
+    faulthandler.enable()
     if len(argv) < 3 or argv[0] != "--child-of" or not argv[1].isdigit():
         sys.exit(f"usage: python -m {LAUNCHER} --child-of PID MODULE [ARGS...]")
     _die_with_parent(int(argv[1]))

@@ -238,8 +238,18 @@ def run_producer(
     if on_full not in ("drop", "block"):
         raise ValueError(f"on_full must be 'drop' or 'block', got {on_full!r}")
     stop_event = stop_event or threading.Event()
-    context = context or zmq.Context.instance()
-    socket = bind_xpub(context, endpoint, send_hwm, linger_ms)
+    # Our own context unless given one: terminating it is what waits for the queued
+    # messages (lingering) before we return. Without that, a process that exits
+    # next frees the arrays still being sent without a copy: lost messages, or a
+    # crash in ZeroMQ's I/O thread.
+    owned_context = context is None
+    context = context or zmq.Context()
+    try:
+        socket = bind_xpub(context, endpoint, send_hwm, linger_ms)
+    except BaseException:
+        if owned_context:
+            context.term()
+        raise
     stats = ProducerStats(
         stream_id=stream_id,
         session=uuid.uuid4().hex[:12],
@@ -289,6 +299,8 @@ def run_producer(
                 log.warning("end message not delivered: a subscriber's queue stayed full")
         finally:
             socket.close(flush_ms)
+            if owned_context:
+                context.term()  # returns once the queue is sent, or after flush_ms
             source.close()
         log.info(
             "stream %r ended (%s): %d events in %d messages, %.2f s",

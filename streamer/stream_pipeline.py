@@ -30,12 +30,14 @@ import numpy as np
 
 from core.adapt import SensorAdapter
 from core.compress import CompressedSteps, CompressionConfig, StreamingCompressor
-from core.events import EventError, SensorSize, concat_events
+from core.events import EVENT_DTYPE, EventError, SensorSize, concat_events
 from streamer import wire
 from streamer.preview import PreviewImage
 from streamer.worker_queue import Pending
 
 log = logging.getLogger("stcsnn.worker")
+
+MERGE_BUFFER_EVENTS = 1 << 18  # per stream, 4 MiB: larger merges get a fresh array
 
 
 class StepRunner(Protocol):
@@ -103,6 +105,9 @@ class Outbox:
         self.seq: OrderedDict[str, int] = OrderedDict()
         self.dropped = 0
         self.last_publish_ms = 0.0  # how long the previous send took
+        # Whether anyone subscribes to previews (the worker updates it from its XPUB's
+        # subscriptions): without one, the streams neither count nor send them.
+        self.previews_wanted = True
 
     def next_seq(self, stream: str) -> int:
         seq = self.seq.pop(stream, 0) + 1
@@ -206,6 +211,7 @@ class StreamPipeline:
         self.last_event_us: int | None = None
         self.last_sent_ns = 0  # sent_ns of the last events message pushed
         self.last_received_ns = 0
+        self._merge_buffer = np.empty(0, EVENT_DTYPE)  # _merged
         self.preview = (
             PreviewImage(compression.input_height, compression.input_width)
             if preview_hz > 0
@@ -263,9 +269,29 @@ class StreamPipeline:
             last_us = end_us if jumped or last_us is None else max(last_us, end_us)
         return pieces
 
+    def _merged(self, piece: list[Pending]) -> np.ndarray:
+        """The piece's events as one array: in a buffer reused from push to push (a
+        fresh array per push costs its page faults, about a third of the copy). Valid
+        until the next push: nothing downstream keeps the events themselves (the
+        compressor keeps its own state, the preview its counts)."""
+        parts = [item.message.events for item in piece]
+        if len(parts) == 1:
+            return parts[0]
+        count = sum(len(p) for p in parts)
+        if count > MERGE_BUFFER_EVENTS:  # rare and large: not worth keeping per stream
+            return concat_events(parts)
+        if len(self._merge_buffer) < count:
+            self._merge_buffer = np.empty(min(2 * count, MERGE_BUFFER_EVENTS), EVENT_DTYPE)
+        words = self._merge_buffer.view(np.uint64)
+        at = 0
+        for part in parts:
+            words[at : at + 2 * len(part)] = np.ascontiguousarray(part).view(np.uint64)
+            at += 2 * len(part)
+        return self._merge_buffer[:count]
+
     def _push_piece(self, piece: list[Pending], cycle_start_ns: int) -> None:
         started = time.perf_counter()
-        events = concat_events([item.message.events for item in piece])
+        events = self._merged(piece)
         self.counters.events += len(events)
         adapted = self.adapter(events)
         self.counters.events_outside_input += len(events) - len(adapted)
@@ -292,7 +318,7 @@ class StreamPipeline:
         self.last_event_us = (
             last_raw_us if self.last_event_us is None else max(self.last_event_us, last_raw_us)
         )
-        if self.preview is not None:
+        if self.preview is not None and self.outbox.previews_wanted:
             self.preview.add(adapted)
         compress_ms = (time.perf_counter() - started) * 1e3
         provenance = _Provenance.of(piece, self.last_sent_ns)
@@ -379,8 +405,10 @@ class StreamPipeline:
     def send_preview(self, force: bool = False) -> None:
         """The stream's preview image, if one is due (at most ``preview_hz`` a second)."""
         now_s = time.monotonic()
-        if self.preview is None or not (
-            self.preview.events and (force or self.preview.due(now_s, self.preview_hz))
+        if (
+            self.preview is None
+            or not self.outbox.previews_wanted
+            or not (self.preview.events and (force or self.preview.due(now_s, self.preview_hz)))
         ):
             return
         image, start_us, events, per_count = self.preview.take(now_s)

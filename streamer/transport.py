@@ -58,13 +58,21 @@ class Subscriptions:
     a worker's ``labels/`` reaches a producer after its ``events/``: having seen
     the main ones, ``wait_for`` also waits, briefly, for as many subscriptions of
     the ``companions`` topics, else the first labels would go out before anyone
-    listens."""
+    listens. ``watched`` topics are counted and never waited for (the worker's
+    previews: made only while someone subscribes)."""
 
     COMPANION_WAIT_S = 1.0  # a subscriber that never wants them delays the start this much
 
-    def __init__(self, socket: zmq.Socket, main: bytes, companions: dict[str, bytes] | None = None):
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        main: bytes,
+        companions: dict[str, bytes] | None = None,
+        watched: dict[str, bytes] | None = None,
+    ):
         self.socket = socket
-        self.topics = {"main": main, **(companions or {})}
+        self.waited = ["main", *(companions or {})]
+        self.topics = {"main": main, **(companions or {}), **(watched or {})}
         self.counts = dict.fromkeys(self.topics, 0)
 
     @property
@@ -99,7 +107,7 @@ class Subscriptions:
                 return False
             raise TimeoutError(f"only {self.count} of {wanted} subscriber(s) after {timeout_s:g} s")
         self._poll_until(
-            lambda: min(self.counts.values()) >= wanted,
+            lambda: min(self.counts[name] for name in self.waited) >= wanted,
             stop_event,
             time.monotonic() + self.COMPANION_WAIT_S,
         )

@@ -348,15 +348,25 @@ def run_worker(
     prediction socket is bound; the input is connected only after
     ``options.wait_subscribers`` subscribers of predictions have arrived."""
     stop_event = stop_event or threading.Event()
-    context = context or zmq.Context.instance()
+    # Our own context unless given one: terminating it waits for the last messages
+    # (the final stats, a forwarded end) to go out before we return (run_producer).
+    owned_context = context is None
+    context = context or zmq.Context()
     started_s = time.monotonic()
-    publisher = Publisher(context, options.bind, options.bind_any)
+    try:
+        publisher = Publisher(context, options.bind, options.bind_any)
+    except BaseException:
+        if owned_context:
+            context.term()
+        raise
     outbox = Outbox(publisher.send, session=uuid.uuid4().hex[:12])
     classifier = Classifier(model, options.classifier_options(), outbox)
     queue = PendingQueue(options.max_pending_events, options.max_pending_messages, options.overload)
     receiver = Receiver(options, queue, context)
     result = WorkerResult(publisher.endpoint)
-    subscribers = Subscriptions(publisher.socket, wire.topic("prediction"))
+    subscribers = Subscriptions(
+        publisher.socket, wire.topic("prediction"), watched={"preview": wire.topic("preview")}
+    )
 
     def publish_stats(final: bool = False) -> dict[str, Any]:
         stats = worker_stats(model, options, classifier, outbox, receiver, queue, started_s)
@@ -370,6 +380,7 @@ def run_worker(
         if on_bound is not None:
             on_bound(publisher.endpoint, outbox.session)
         subscribers.wait_for(options.wait_subscribers, stop_event, options.wait_timeout_s)
+        outbox.previews_wanted = subscribers.counts["preview"] > 0
         receiver.start()
         receiver.connected.wait(5)
         log.info("connected to %s", ", ".join(options.connect))
@@ -381,6 +392,7 @@ def run_worker(
                 if any(isinstance(item.message, wire.End) for item in items):
                     publish_stats()
             subscribers.drain()
+            outbox.previews_wanted = subscribers.counts["preview"] > 0
             if time.monotonic() >= next_stats_s:
                 classifier.evict_idle()
                 publish_stats()
@@ -398,4 +410,6 @@ def run_worker(
         finally:
             classifier.close()
             publisher.close()
+            if owned_context and not receiver.is_alive():  # it closes its own socket
+                context.term()
     return result

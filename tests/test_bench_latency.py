@@ -62,3 +62,13 @@ def test_throughput_reports_the_rate_beside_the_bare_compressor():
     assert report["ratio"] == pytest.approx(
         report["events_per_s"] / report["compressor_events_per_s"], abs=1e-3
     )
+
+
+def test_throughput_over_unix_sockets_with_larger_messages():
+    report = bench(
+        "throughput", "--synthetic", "2M", "--sensor", "34x34", "--seconds", "2",
+        "--transport", "ipc", "--chunk-us", "4000",
+    )  # fmt: skip
+    assert report["transport"] == "ipc" and "4000 µs per message" in report["source"]
+    assert report["dropped"] == 0 and report["end_received"]
+    assert report["events"] == pytest.approx(4_000_000, rel=0.02) and report["events_per_s"] > 0

@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from core.events import EVENT_DTYPE, SensorSize
+from core.source import PreloadedSource, SourceEnd, SourceError
 from streamer import processes, wire
 from streamer.pacing import Pacer, parse_speed
 from streamer.producer import run_producer
@@ -346,6 +347,60 @@ def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
     assert json.loads(producer.stdout_lines[-1]) == summary  # --json prints the same
 
 
+def test_a_lossless_produce_command_delivers_its_whole_queue_before_it_exits():
+    """The process ends right after the source: the messages still queued (sent without
+    a copy) must reach a slow subscriber, and ``end`` after them. (Before the producer
+    terminated its own context, the exit freed them mid-send: 600-779 of 1,251
+    messages arrived and the producer died of SIGSEGV or SIGABRT.)"""
+    producer = processes.start_producer(
+        ["--synthetic", "2M", "--duration-s", "2", "--chunk-us", "4000", "--speed", "max"]
+        + ["--lossless", "--preload", "--wait-subscribers", "1", "--json"],
+        cwd=ROOT,
+        timeout_s=60,
+    )
+    try:
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(producer.endpoint)
+        stats = wire.WireStats()
+        received, events = [], 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            message = wire.receive(sub, stats, log, timeout_ms=100)
+            if message is None:
+                continue
+            received.append(message.type)
+            if message.type == "events":
+                events += len(message.events)
+                if len(received) < 20:
+                    time.sleep(0.05)  # slow at first: the producer finishes meanwhile
+            if message.type == "end":
+                break
+        sub.close(0)
+        assert producer.process.wait(30) == 0, producer.failure("failed")
+    finally:
+        producer.stop()
+    summary = producer.result()
+    assert received[-1] == "end" and summary["end_reason"].startswith("synthetic source done")
+    assert len(received) == summary["messages"] and events == summary["events"]
+    assert "preloaded" in summary["description"]
+
+
+def test_preloaded_source_replays_its_items_and_refuses_what_it_cannot_hold():
+    source = SyntheticSource(100_000, duration_us=50_000, seed=3)
+    expected = [i for i in source.items(threading.Event()) if isinstance(i, np.ndarray)]
+    preloaded = PreloadedSource(
+        SyntheticSource(100_000, duration_us=50_000, seed=3), threading.Event()
+    )
+    items = list(preloaded.items(threading.Event()))
+    assert isinstance(items[-1], SourceEnd)
+    assert np.array_equal(np.concatenate(items[:-1]), np.concatenate(expected))
+    assert preloaded.events == sum(len(c) for c in expected)
+    with pytest.raises(SourceError, match="more than .* GiB of events to preload"):
+        PreloadedSource(SyntheticSource(1e6, duration_us=100_000), threading.Event(), 16_000)
+
+
 def _run_command(capsys, *argv) -> tuple[int, str]:
     import argparse
 
@@ -366,6 +421,8 @@ def test_produce_command_refuses_bad_input_before_starting(capsys, tmp_path):
     assert code == 1 and "speed" in err
     code, err = _run_command(capsys, "--dv-stream", "localhost")
     assert code == 1 and "HOST:PORT" in err
+    code, err = _run_command(capsys, "--synthetic", "1k", "--preload")
+    assert code == 1 and "--preload needs a finite source" in err
     if not __import__("streamer.sources").sources.discover_cameras():
         code, err = _run_command(capsys, "--camera")
         assert code == 1 and "no iniVation camera attached" in err

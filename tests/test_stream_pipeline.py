@@ -20,6 +20,7 @@ from models.runner import choose_device, make_runner
 from replay.formats.nmnist import read_nmnist
 from streamer import wire
 from streamer.classifier import Classifier, ClassifierOptions
+from streamer.preview import PREVIEW_EVENTS_PER_IMAGE, PreviewImage
 from streamer.stream_pipeline import Outbox, StreamModel, stream_compression
 from streamer.worker_queue import Pending
 from tests.conftest import shared_path
@@ -200,3 +201,43 @@ def test_a_stream_the_model_does_not_fit_is_refused_unless_allowed():
         else:
             assert stats["streams_mismatched"] == 1 and not classifier.streams and not sent
             assert stats["streams"]["cam"]["events_rejected"] == len(events)
+
+
+def test_without_a_preview_subscriber_no_preview_is_made_and_predictions_are_the_same():
+    events = read_nmnist(shared_path("recordings/nmnist_single.bin")).events
+    _, _, stream_model = nmnist_model()
+    runs = {}
+    for wanted in (True, False):
+        sent: list[wire.Message] = []
+        outbox = Outbox(sent.append, "w")
+        outbox.previews_wanted = wanted
+        options = ClassifierOptions(max_steps_per_push=None, preview_hz=1000)
+        classifier = Classifier(stream_model, options, outbox)
+        items = messages_of(events)
+        for start in range(0, len(items), 37):  # merged pushes of up to 37 messages
+            classifier.process(items[start : start + 37])
+        runs[wanted] = sent
+    previews = [m for m in runs[True] if isinstance(m, wire.Preview)]
+    assert previews and sum(p.events for p in previews) == len(events)
+    assert not any(isinstance(m, wire.Preview) for m in runs[False])
+    logits = {
+        wanted: [m.logits for m in sent if isinstance(m, wire.Prediction)]
+        for wanted, sent in runs.items()
+    }
+    np.testing.assert_array_equal(logits[True], logits[False])
+
+
+def test_a_dense_stream_samples_its_preview_by_the_previous_images_rate():
+    image = PreviewImage(128, 128)
+    n = np.arange(200_000)
+    dense = make_events(n, n % 128, (n // 128) % 128, n % 2)
+    image.add(dense[:100_000])
+    _, _, events, per_count = image.take(0.0)
+    assert events == 100_000 and per_count == 2  # at most PREVIEW_MAX_EVENTS per push
+    for start in range(100_000, 200_000, 10_000):  # small pushes, as dense as before
+        image.add(dense[start : start + 10_000])
+    counts = image.counts.sum()
+    picture, _, events, per_count = image.take(1.0)
+    assert per_count == 100_000 // PREVIEW_EVENTS_PER_IMAGE
+    assert counts * per_count == events == 100_000
+    assert picture.shape == (2, 128, 128)

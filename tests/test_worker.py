@@ -30,6 +30,7 @@ from models.runner import (
 )
 from streamer import wire
 from streamer.stream_pipeline import _Provenance, stream_compression
+from streamer.transport import Subscriptions, bind_xpub
 from streamer.worker import WorkerOptions, shard_of
 from streamer.worker_queue import Pending, PendingQueue
 from tests.pipeline_helpers import Subscriber, save_test_checkpoint, start_worker
@@ -402,3 +403,34 @@ def test_runners_fold_batchnorm_into_a_copy_and_answer_as_before():
         expected, answered = model(clip), folded(clip)
     assert expected.std(0).max() > 0.1  # a readout that moves
     torch.testing.assert_close(answered, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_worker_counts_preview_subscribers_without_waiting_for_them():
+    """Previews are made only while someone subscribes to them; a subscriber of
+    predictions alone neither gets them nor delays the start waiting for one."""
+    context = zmq.Context.instance()
+    xpub = bind_xpub(context, "tcp://127.0.0.1:0", 100, 0)
+    endpoint = xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
+    subscriptions = Subscriptions(
+        xpub, wire.topic("prediction"), watched={"preview": wire.topic("preview")}
+    )
+    predictions_only = context.socket(zmq.SUB)
+    everything = context.socket(zmq.SUB)
+    try:
+        predictions_only.setsockopt(zmq.SUBSCRIBE, wire.topic("prediction"))
+        predictions_only.connect(endpoint)
+        started = time.monotonic()
+        assert subscriptions.wait_for(1, threading.Event(), timeout_s=5)
+        assert time.monotonic() - started < Subscriptions.COMPANION_WAIT_S
+        assert subscriptions.counts["preview"] == 0
+        everything.setsockopt(zmq.SUBSCRIBE, b"")
+        everything.connect(endpoint)
+        deadline = time.monotonic() + 5
+        while subscriptions.counts["preview"] == 0 and time.monotonic() < deadline:
+            xpub.poll(50)
+            subscriptions.drain()
+        assert subscriptions.counts == {"main": 2, "preview": 1}
+    finally:
+        predictions_only.close(0)
+        everything.close(0)
+        xpub.close(0)

@@ -34,6 +34,12 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, help="replay: at most N recordings")
     parser.add_argument(
+        "--chunk-us",
+        type=int,
+        default=1000,
+        help="event time per producer message (default 1000 µs, as `stcsnn produce`)",
+    )
+    parser.add_argument(
         "--model", metavar="CKPT", help="checkpoint (default: the project's for the sensor)"
     )
     parser.add_argument("--hop-us", type=int, help="step length (default: the checkpoint's)")
@@ -61,9 +67,13 @@ def workload(args: argparse.Namespace, rate: float | None = None):
     from core.events import SensorSize
     from streamer.harness import Workload
 
+    if args.chunk_us <= 0:
+        raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
     if args.replay:
-        return Workload.replay(args.replay, args.limit)
-    return Workload.synthetic(rate or args.synthetic, SensorSize(*args.sensor), args.seconds)
+        return Workload.replay(args.replay, args.limit, chunk_us=args.chunk_us)
+    return Workload.synthetic(
+        rate or args.synthetic, SensorSize(*args.sensor), args.seconds, chunk_us=args.chunk_us
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

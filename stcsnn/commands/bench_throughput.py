@@ -33,6 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="synthetic, real time, live policy: find the highest rate without drops",
     )
+    parser.add_argument(
+        "--transport",
+        choices=("tcp", "ipc"),
+        default="tcp",
+        help="producer -> worker over loopback TCP (default) or Unix sockets (same host)",
+    )
 
 
 def sweep(args: argparse.Namespace) -> dict:
@@ -66,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         if args.out is not None:
             harness.plot_rates(result["runs"], args.out / "sweep.png", "real time, live policy")
     else:
-        result = harness.throughput_report(workload(args), model_choice(args))
+        result = harness.throughput_report(
+            workload(args), model_choice(args), transport=args.transport
+        )
         if not args.json:
             print(
                 f"{result['source']}: {result['events_per_s']} ev/s through producer -> "

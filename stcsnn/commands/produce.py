@@ -87,6 +87,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=(128, 128),
         help="synthetic: sensor WIDTHxHEIGHT (default 128x128)",
     )
+    pacing.add_argument(
+        "--preload",
+        action="store_true",
+        help="read (or generate) the whole finite source into memory before publishing:"
+        " benchmarks, where the source's own cost must not compete with the pipeline",
+    )
     publish = parser.add_argument_group("publishing")
     publish.add_argument(
         "--endpoint", default=DEFAULT_ENDPOINT, help=f"bind address (default {DEFAULT_ENDPOINT})"
@@ -188,7 +194,16 @@ def run(args: argparse.Namespace) -> int:
         check_endpoint(args.endpoint, args.bind_any)
         if args.chunk_us <= 0:
             raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
+        finite = not (args.loop or args.camera is not None or args.dv_stream) and not (
+            args.synthetic and args.duration_s is None
+        )
+        if args.preload and not finite:
+            raise ValueError("--preload needs a finite source (--duration-s, no --loop)")
         source = open_source(args)
+        if args.preload:
+            from core.source import PreloadedSource
+
+            source = PreloadedSource(source, threading.Event())
     except (SourceError, EndpointError, FileNotFoundError, ValueError) as error:
         print(f"stcsnn produce: {error}", file=sys.stderr)
         return 1

@@ -482,6 +482,7 @@ def run_dashboard(
     screenshot: str | Path | None = None,
     exit_after_s: float | None = None,
     on_ready: Callable[[], None] | None = None,
+    curve=None,
 ) -> dict:
     """Show the dashboard until the window is closed (q, Esc, Ctrl-C, SIGTERM) or
     ``exit_after_s`` has passed; save ``screenshot`` (PNG) just before closing.
@@ -491,7 +492,7 @@ def run_dashboard(
     ensure_display()
     _app = application()  # held for the lifetime of the window
     state = DashboardState(stream, stall_after_s=stall_after_s)
-    feed = DashboardFeed(endpoints, state, stream=stream, receive_hwm=receive_hwm)
+    feed = DashboardFeed(endpoints, state, stream=stream, receive_hwm=receive_hwm, curve=curve)
     window = DashboardWindow(state, feed, fps=fps, source=source, endpoints=endpoints)
     started_s = time.monotonic()
     cpu_started = time.process_time()

@@ -65,6 +65,7 @@ class DashboardFeed:
         stream: str | None = None,
         receive_hwm: int = DEFAULT_RECEIVE_HWM,
         context: zmq.Context | None = None,
+        curve=None,
     ):
         if not endpoints:
             raise ValueError("no endpoint to connect to")
@@ -72,6 +73,8 @@ class DashboardFeed:
         self.state = state
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
+        if curve is not None:  # a streamer.curve.Curve with the worker's public key
+            curve.connect(self.socket)
         self.socket.setsockopt(zmq.RCVHWM, receive_hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         for message_type in SUBSCRIBED_TYPES:

@@ -43,6 +43,7 @@ import zmq
 
 from core.source import Labels, Source, SourceEnd
 from streamer import wire
+from streamer.curve import Authenticator, Curve, check_exposure
 from streamer.pacing import Pacer
 from streamer.transport import Subscriptions, bind_xpub, check_endpoint
 
@@ -222,6 +223,8 @@ def run_producer(
     stop_event: threading.Event | None = None,
     context: zmq.Context | None = None,
     on_bound=None,
+    curve: Curve | None = None,
+    insecure: bool = False,
 ) -> ProducerStats:
     """Publish ``source`` on ``endpoint`` until it ends or ``stop_event`` is set.
 
@@ -231,8 +234,10 @@ def run_producer(
     events are connected; otherwise ``settle_s`` gives subscribers that are
     already running time to (re)connect. ``on_bound(stats)`` is called once
     the socket is bound (``stats.endpoint`` holds the actual address).
-    Always sends ``end`` and closes the socket, also on error."""
+    ``curve`` serves with CURVE (streamer/curve.py); ``bind_any`` needs it, or
+    ``insecure``. Always sends ``end`` and closes the socket, also on error."""
     check_endpoint(endpoint, bind_any)
+    check_exposure(bind_any, curve, insecure)
     if "/" in stream_id or not stream_id:
         raise ValueError(f"stream id {stream_id!r} must be non-empty and contain no '/'")
     if on_full not in ("drop", "block"):
@@ -244,9 +249,11 @@ def run_producer(
     # crash in ZeroMQ's I/O thread.
     owned_context = context is None
     context = context or zmq.Context()
+    authenticator = Authenticator(context, curve)
     try:
-        socket = bind_xpub(context, endpoint, send_hwm, linger_ms)
+        socket = bind_xpub(context, endpoint, send_hwm, linger_ms, curve)
     except BaseException:
+        authenticator.stop()
         if owned_context:
             context.term()
         raise
@@ -299,6 +306,7 @@ def run_producer(
                 log.warning("end message not delivered: a subscriber's queue stayed full")
         finally:
             socket.close(flush_ms)
+            authenticator.stop()
             if owned_context:
                 context.term()  # returns once the queue is sent, or after flush_ms
             source.close()

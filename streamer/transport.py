@@ -114,10 +114,15 @@ class Subscriptions:
         return not stop_event.is_set()
 
 
-def bind_xpub(context: zmq.Context, endpoint: str, send_hwm: int, linger_ms: int) -> zmq.Socket:
+def bind_xpub(
+    context: zmq.Context, endpoint: str, send_hwm: int, linger_ms: int, curve=None
+) -> zmq.Socket:
     """An XPUB bound to ``endpoint`` that reports its subscriptions and, at a full
-    queue, raises EAGAIN instead of dropping silently (producer and worker)."""
+    queue, raises EAGAIN instead of dropping silently (producer and worker); a CURVE
+    server if ``curve`` (``streamer.curve.Curve``) serves."""
     socket = context.socket(zmq.XPUB)
+    if curve is not None:
+        curve.serve(socket)
     socket.setsockopt(zmq.SNDHWM, send_hwm)
     socket.setsockopt(zmq.LINGER, linger_ms)
     socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, to count subscribers

@@ -67,6 +67,7 @@ from streamer.classifier import (
     Classifier,
     ClassifierOptions,
 )
+from streamer.curve import Authenticator, Curve, check_exposure
 from streamer.stream_pipeline import Outbox, StreamModel
 from streamer.transport import Subscriptions, bind_xpub, check_endpoint
 from streamer.worker_queue import Pending, PendingQueue
@@ -88,6 +89,8 @@ class WorkerOptions:
     connect: list[str]
     bind: str = DEFAULT_BIND
     bind_any: bool = False
+    insecure: bool = False  # bind_any without CURVE
+    curve: Curve | None = None  # serving and/or connecting with CURVE (streamer/curve.py)
     streams: tuple[str, ...] | None = None  # None: every stream
     shard: tuple[int, int] | None = None  # (i, n): the streams with shard_of(id, n) == i
     reset_after_us: int = DEFAULT_RESET_AFTER_US
@@ -210,6 +213,8 @@ class Receiver(threading.Thread):
     def run(self) -> None:
         socket = self.context.socket(zmq.SUB)
         try:
+            if self.options.curve is not None:
+                self.options.curve.connect(socket)
             socket.setsockopt(zmq.RCVHWM, self.options.receive_hwm)
             socket.setsockopt(zmq.LINGER, 0)
             for topic in self._topics():
@@ -282,9 +287,12 @@ class Publisher:
     """The XPUB for predictions: loopback unless ``bind_any``; sees its subscribers.
     ``send`` never blocks: a full queue drops the message (the outbox counts it)."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, bind_any: bool):
-        check_endpoint(endpoint, bind_any)
-        self.socket = bind_xpub(context, endpoint, PREDICTION_SEND_HWM, linger_ms=1000)
+    def __init__(self, context: zmq.Context, options: WorkerOptions):
+        check_endpoint(options.bind, options.bind_any)
+        check_exposure(options.bind_any, options.curve, options.insecure)
+        self.socket = bind_xpub(
+            context, options.bind, PREDICTION_SEND_HWM, linger_ms=1000, curve=options.curve
+        )
         self.endpoint = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     def send(self, message: wire.Message) -> bool:
@@ -353,9 +361,11 @@ def run_worker(
     owned_context = context is None
     context = context or zmq.Context()
     started_s = time.monotonic()
+    authenticator = Authenticator(context, options.curve)
     try:
-        publisher = Publisher(context, options.bind, options.bind_any)
+        publisher = Publisher(context, options)
     except BaseException:
+        authenticator.stop()
         if owned_context:
             context.term()
         raise
@@ -410,6 +420,7 @@ def run_worker(
         finally:
             classifier.close()
             publisher.close()
+            authenticator.stop()
             if owned_context and not receiver.is_alive():  # it closes its own socket
                 context.term()
     return result

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 
+from streamer.curve import add_curve_options
 from streamer.processes import add_status_option
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"  # the worker's default; not imported: keep --help light
@@ -83,6 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "scarce the worker and producer go first; 0 keeps it",
     )
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    add_curve_options(parser, serves=False, connects=True)
     add_status_option(parser)
 
 
@@ -101,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from streamer.curve import curve_from_args
     from streamer.dashboard_feed import check_connect_endpoint
 
     try:
         for endpoint in endpoints:
             check_connect_endpoint(endpoint)
+        curve = curve_from_args(args)
     except ValueError as error:
         print(f"stcsnn dashboard: {error}", file=sys.stderr)
         return 2
@@ -142,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         screenshot=args.screenshot,
         exit_after_s=args.exit_after,
         on_ready=lambda: status.send("ready", endpoints=endpoints),
+        curve=curve,
     )
     if args.screenshot and not summary["screenshot"]:
         print(f"stcsnn dashboard: could not save {args.screenshot}", file=sys.stderr)

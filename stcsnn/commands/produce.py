@@ -15,6 +15,7 @@ import math
 import re
 import sys
 
+from streamer.curve import add_curve_options
 from streamer.processes import add_status_option
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # as streamer.producer; not imported: keep --help light
@@ -126,6 +127,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="wait for slow subscribers instead of dropping (replays, evaluation)",
     )
+    add_curve_options(parser, serves=True, connects=False)
     parser.add_argument("--json", action="store_true", help="print the run's stats as JSON")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     add_status_option(parser)
@@ -179,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from core.source import SourceError
+    from streamer.curve import check_exposure, curve_from_args
     from streamer.pacing import parse_speed
     from streamer.processes import StatusChannel
     from streamer.producer import run_producer
@@ -192,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         speed = parse_speed(args.speed)
         check_endpoint(args.endpoint, args.bind_any)
+        curve = curve_from_args(args)
+        check_exposure(args.bind_any, curve, args.insecure)
         if args.chunk_us <= 0:
             raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
         finite = not (args.loop or args.camera is not None or args.dv_stream) and not (
@@ -240,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
                 on_full="block" if args.lossless else "drop",
                 stop_event=stop_event,
                 on_bound=announce,
+                curve=curve,
+                insecure=args.insecure,
             )
         except (EndpointError, TimeoutError, ValueError) as error:
             print(f"stcsnn produce: {error}", file=sys.stderr)

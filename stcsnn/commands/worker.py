@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 
+from streamer.curve import add_curve_options
 from streamer.processes import add_status_option
 
 DEFAULT_BIND = "tcp://127.0.0.1:5556"  # as streamer.worker; not imported: keep --help light
@@ -51,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow binding beyond loopback (publishes predictions to the network)",
     )
+    add_curve_options(parser, serves=True, connects=True)
     choose = io.add_mutually_exclusive_group()
     choose.add_argument(
         "--streams", type=parse_streams, help="serve only these stream ids (default: all)"
@@ -187,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from models.checkpoint import CheckpointError
     from models.runner import choose_device, configure_threads, load_model, make_runner
+    from streamer.curve import check_exposure, curve_from_args
     from streamer.processes import StatusChannel
     from streamer.transport import EndpointError, check_endpoint, stop_on_signals
     from streamer.worker import WorkerOptions, run_worker
@@ -194,10 +197,14 @@ def run(args: argparse.Namespace) -> int:
     connect = [e.strip() for value in args.connect for e in value.split(",") if e.strip()]
     try:
         check_endpoint(args.bind, args.bind_any)
+        curve = curve_from_args(args)
+        check_exposure(args.bind_any, curve, args.insecure)
         options = WorkerOptions(
             connect=connect,
             bind=args.bind,
             bind_any=args.bind_any,
+            insecure=args.insecure,
+            curve=curve,
             streams=args.streams,
             shard=args.shard,
             reset_after_us=args.reset_after_us,

@@ -1,4 +1,5 @@
 import struct
+import time
 
 import dv_processing as dv
 import numpy as np
@@ -136,29 +137,66 @@ def test_bad_headers_fail_fast_naming_the_byte(tmp_path):
         assert str(path) in str(info.value)
 
 
-def test_truncated_file_reports_what_dv_processing_said(tmp_path):
+def test_truncated_file_is_refused_before_dv_processing_starts(tmp_path):
     data = shared_path("recordings/dvxplorer_320x240.aedat4").read_bytes()
     path = tmp_path / "cut.aedat4"
     path.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(FormatError, match="dv-processing") as info:
+    with pytest.raises(FormatError, match="data table position 945243 is outside the file") as info:
         read_aedat4(path)
     assert str(path) in str(info.value)
 
 
+def _second_packet(data: bytes) -> int:
+    """Byte where the second packet's compressed data starts."""
+    first = first_packet_offset(data)
+    (first_size,) = struct.unpack_from("<i", data, first - 4)
+    return first + first_size + 8
+
+
+def test_broken_framing_is_found_without_a_child(tmp_path):
+    """The packet framing is checked in this process (aedat4_layout.py): sizes,
+    stream ids, the LZ4 frame's magic, descriptor, checksum and block chain."""
+    path = tmp_path / "x.aedat4"
+    write_aedat4(path, sample_events(30_000), DVXPLORER, packet_events=10_000)
+    good = path.read_bytes()
+    second = _second_packet(good)
+    cases = {
+        "flipped magic": (second, 0x10, "packet 2: LZ4 frame: no frame magic"),
+        "flipped descriptor": (second + 6, 0x01, "frame header checksum mismatch"),
+        "flipped block size": (second + 9, 0x10, "over the frame's 65536"),
+        "undeclared stream": (second - 8, 0x07, "which the header does not declare"),
+        "oversized packet": (second - 1, 0x10, "declares .* bytes, past the data table"),
+    }
+    for name, (at, bit, message) in cases.items():
+        data = bytearray(good)
+        data[at] ^= bit
+        path.write_bytes(bytes(data))
+        started = time.monotonic()
+        with pytest.raises(FormatError, match=message):
+            read_aedat4(path)
+        assert time.monotonic() - started < 0.2, name  # no child process started
+
+
 def test_corrupt_packet_that_makes_dv_processing_loop_is_stopped(tmp_path):
-    """dv-processing 2.0.4 spins forever on a bad LZ4 frame; the reader stops it."""
+    """dv-processing 2.0.4 spins forever on some bad LZ4 frames that are framed
+    correctly (here: a compressed block marked as stored); the reader stops it,
+    after a stall timeout that scales with the file's largest packet."""
     path = tmp_path / "loop.aedat4"
     write_aedat4(path, sample_events(30_000), DVXPLORER, packet_events=10_000)
     data = bytearray(path.read_bytes())
-    second = first_packet_offset(data)
-    (first_size,) = struct.unpack_from("<i", data, second - 4)
-    second += first_size + 8  # the second event packet's LZ4 frame
+    second = _second_packet(data)
     assert data[second : second + 4] == LZ4_FRAME_MAGIC
-    data[second] ^= 0x10
+    data[second + 10] ^= 0x80  # the first block's "uncompressed" flag
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="no progress for 0.5 s decoding event packet 2") as info:
         read_aedat4(path, stall_timeout_s=0.5)
     assert info.value.where == "event 10000"
+    reader = Aedat4Reader(path)  # the default: 1 s plus 1 s per 5 MB of the largest packet
+    assert 1.0 <= reader.stall_timeout_s < 1.1
+    reader.close()
+    real = Aedat4Reader(shared_path("recordings/dvxplorer_320x240.aedat4"))
+    assert real.layout.packets == 118 and real.layout.largest_packet_bytes == 24_053
+    real.close()
 
 
 def test_child_that_dies_is_reported_and_closing_stops_it(tmp_path):

@@ -12,12 +12,15 @@ needs around it:
   in three randomly corrupted copies of the real DVXplorer recording), and a
   loop inside C++ cannot be interrupted from Python. The child streams events
   back through a pipe while the parent watches for progress: no progress for
-  ``stall_timeout_s`` means the child is killed and a FormatError names the file
-  and the event index reached. The child also has a capped address space
+  ``stall_timeout_s`` (by default 1 s plus 1 s per 5 MB of the largest packet, at
+  most 10 s: ``aedat4_layout.py``) means the child is killed and a FormatError
+  names the file and the event index reached. The child also has a capped address space
   (``memory_limit_bytes``) and dies with its parent. Cost: about 0.3 s to start
   the child per file, and one copy of the events through the pipe.
 - Before the child starts, the first bytes are checked here (empty file, magic,
-  header size, ``IOHE`` identifier), so the common bad files fail fast.
+  header size, ``IOHE`` identifier) and then the packet framing
+  (``aedat4_layout.py``: sizes, stream ids, compression frame magic), so most
+  bad files fail fast, without a child.
 - What dv-processing accepts is checked as our readers check everything: events
   inside the sensor, timestamps non-decreasing (EventValidationError naming the
   event index). A corrupt packet that still decompresses can yield wrong events
@@ -48,6 +51,7 @@ from core.events import (
     concat_events,
     validate_events,
 )
+from replay.formats.aedat4_layout import scan_aedat4
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 IOHEADER_IDENTIFIER = b"IOHE"
@@ -55,7 +59,6 @@ HEADER_SIZE = struct.Struct("<i")
 MAX_IOHEADER_BYTES = 64 << 20  # real ones are a few KB of XML
 DEFAULT_CHUNK_EVENTS = 1_000_000
 PIPELINE_CHUNK_EVENTS = 1 << 18  # read_aedat4's chunks (measured fastest of 128 K-4 M)
-DEFAULT_STALL_TIMEOUT_S = 10.0  # a healthy packet decodes in milliseconds
 STARTUP_TIMEOUT_S = 60.0  # python + numpy + dv-processing imports, on a loaded machine
 DEFAULT_MEMORY_LIMIT_BYTES = 4 << 30  # the child's address space
 CHILD_SCRIPT = Path(__file__).with_name("aedat4_child.py")
@@ -156,13 +159,15 @@ class Aedat4Reader:
         chunk_events: int = DEFAULT_CHUNK_EVENTS,
         read_events: bool = True,
         count_other_streams: bool = False,
-        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        stall_timeout_s: float | None = None,
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
     ):
         if chunk_events < 1:
             raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
         self.source = str(path)
-        self.stall_timeout_s = stall_timeout_s
+        # The framing first (aedat4_layout.py): most corruption is caught there at once.
+        self.layout = scan_aedat4(path, check_aedat4_header(path))
+        self.stall_timeout_s = stall_timeout_s or self.layout.stall_timeout_s()
         self.element_counts: dict[str, int] | None = None
         self._events_read = 0
         self._child_decoded = 0  # events the child has decoded (it sends them in chunks)
@@ -170,7 +175,6 @@ class Aedat4Reader:
         self._previous_timestamp: int | None = None
         self._done = False
         self._process: subprocess.Popen | None = None
-        check_aedat4_header(path)
         self._link_dir: str | None = None
         self._stderr = tempfile.TemporaryFile()
         self._started = False
@@ -462,7 +466,7 @@ def iter_aedat4(
     path: str | os.PathLike,
     *,
     chunk_events: int = DEFAULT_CHUNK_EVENTS,
-    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+    stall_timeout_s: float | None = None,
 ) -> Aedat4Reader:
     """The events of an AEDAT4 file in EVENT_DTYPE arrays of ``chunk_events``
     (the last one shorter), in bounded memory (one chunk here, about one chunk
@@ -470,9 +474,7 @@ def iter_aedat4(
     return Aedat4Reader(path, chunk_events=chunk_events, stall_timeout_s=stall_timeout_s)
 
 
-def read_aedat4(
-    path: str | os.PathLike, *, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
-) -> Recording:
+def read_aedat4(path: str | os.PathLike, *, stall_timeout_s: float | None = None) -> Recording:
     """The whole event stream as one Recording; sensor from ``getEventResolution()``."""
     # Small chunks let the child decode the next while this process takes the last.
     with Aedat4Reader(
@@ -487,7 +489,7 @@ def aedat4_info(
     path: str | os.PathLike,
     *,
     count_elements: bool = False,
-    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+    stall_timeout_s: float | None = None,
 ) -> Aedat4Info:
     """Streams (events, imu, triggers, frames, ...), event resolution, camera
     name and time range of an AEDAT4 file, without transferring its events.

@@ -25,10 +25,10 @@ import time
 from collections.abc import Sequence
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from streamer import wire
 from streamer.dashboard_state import DashboardState
+from streamer.transport import PeerMonitor
 
 log = logging.getLogger("stcsnn.dashboard")
 
@@ -81,8 +81,7 @@ class DashboardFeed:
             # Worker stats travel on stream "" (topic "stats/"), whatever stream is shown.
             for_stream = "" if message_type == "stats" else (stream or "")
             self.socket.setsockopt(zmq.SUBSCRIBE, wire.topic(message_type, for_stream))
-        self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._peers: set[str] = set()
+        self.monitor = PeerMonitor(self.socket)
         state.peers_connected = 0
         try:
             for endpoint in self.endpoints:
@@ -123,21 +122,8 @@ class DashboardFeed:
         return taken
 
     def _drain_monitor(self) -> None:
-        changed = False
-        while True:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            endpoint = event.get("endpoint", b"")
-            endpoint = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
-            if event["event"] == zmq.EVENT_CONNECTED:
-                self._peers.add(endpoint)
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self._peers.discard(endpoint)
-            changed = True
-        if changed:
-            self.state.peers_connected = len(self._peers)
+        if self.monitor.drain():
+            self.state.peers_connected = len(self.monitor.peers)
 
     def _log_malformed(self, error: wire.WireError) -> None:
         """One log line per second at most: a stream of garbage must not flood the log."""
@@ -154,9 +140,5 @@ class DashboardFeed:
             self._malformed_since_log = 0
 
     def close(self) -> None:
-        try:
-            self.socket.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(0)
+        self.monitor.close()
         self.socket.close(0)

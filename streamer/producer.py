@@ -52,6 +52,7 @@ log = logging.getLogger("stcsnn.producer")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_SEND_HWM = 1000  # messages per subscriber; 1 s of 1 ms chunks
 DEFAULT_LINGER_MS = 500  # time to flush queued messages (the end message) at close
+NOBODY_WARNING_S = 2.0  # publishing to no subscriber for this long is worth a warning
 # A lossless replay's subscribers may still be working through a full queue
 # when the source ends: wait this long for them to take the rest and `end`.
 LOSSLESS_FLUSH_MS = 60_000
@@ -146,6 +147,34 @@ class _Sender:
                 self.stats.blocked_s += time.monotonic() - blocked_since
 
 
+class _Audience:
+    """Says when the stream has had no subscriber for NOBODY_WARNING_S (its events go
+    nowhere: a worker not started, or connected elsewhere), and when one arrives."""
+
+    def __init__(self, subscriptions: Subscriptions, stream_id: str, endpoint: str):
+        self.subscriptions = subscriptions
+        self.where = f"stream {stream_id!r} on {endpoint}"
+        self.alone_since: float | None = None
+        self.warned = False
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.subscriptions.count > 0:
+            if self.warned:
+                log.warning("%s: a subscriber connected", self.where)
+            self.alone_since, self.warned = None, False
+            return
+        self.alone_since = self.alone_since or now
+        if not self.warned and now - self.alone_since >= NOBODY_WARNING_S:
+            self.warned = True
+            log.warning(
+                "%s: nobody subscribes; its events go nowhere (start a worker with "
+                "--connect %s, or give --wait-subscribers 1 to hold the stream)",
+                self.where,
+                self.where.rsplit(" on ", 1)[1],
+            )
+
+
 def _publish(
     source: Source,
     sender: _Sender,
@@ -155,10 +184,12 @@ def _publish(
 ) -> str:
     """Pace and send everything the source yields; the reason it stopped."""
     stats = sender.stats
+    audience = _Audience(subscriptions, stats.stream_id, stats.endpoint)
     for item, until_us in _with_watermarks(source, stop_event):
         if stop_event.is_set():
             return "stopped"
         subscriptions.drain()
+        audience.check()
         if isinstance(item, np.ndarray):
             if len(item) == 0:
                 continue

@@ -135,6 +135,42 @@ def bind_xpub(
     return socket
 
 
+class PeerMonitor:
+    """Which endpoints a connecting socket is connected to right now, from its ZeroMQ
+    monitor (connects succeed at once whether or not anyone listens)."""
+
+    def __init__(self, socket: zmq.Socket):
+        self.socket = socket
+        self.monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.peers: set[str] = set()
+
+    def drain(self) -> list[tuple[str, str]]:
+        """The changes since the last call: ``("connected" | "disconnected", endpoint)``."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        changes = []
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return changes
+            endpoint = event.get("endpoint", b"")
+            endpoint = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self.peers.add(endpoint)
+                changes.append(("connected", endpoint))
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.peers.discard(endpoint)
+                changes.append(("disconnected", endpoint))
+
+    def close(self) -> None:
+        try:
+            self.socket.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop_event: threading.Event, signals=(signal.SIGINT, signal.SIGTERM)):
     """Within the block, SIGINT/SIGTERM set ``stop_event`` instead of raising.

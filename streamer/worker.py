@@ -69,7 +69,7 @@ from streamer.classifier import (
 )
 from streamer.curve import Authenticator, Curve, check_exposure
 from streamer.stream_pipeline import Outbox, StreamModel
-from streamer.transport import Subscriptions, bind_xpub, check_endpoint
+from streamer.transport import PeerMonitor, Subscriptions, bind_xpub, check_endpoint
 from streamer.worker_queue import Pending, PendingQueue
 
 log = logging.getLogger("stcsnn.worker")
@@ -212,6 +212,7 @@ class Receiver(threading.Thread):
 
     def run(self) -> None:
         socket = self.context.socket(zmq.SUB)
+        peers = None
         try:
             if self.options.curve is not None:
                 self.options.curve.connect(socket)
@@ -219,12 +220,18 @@ class Receiver(threading.Thread):
             socket.setsockopt(zmq.LINGER, 0)
             for topic in self._topics():
                 socket.setsockopt(zmq.SUBSCRIBE, topic)
+            peers = PeerMonitor(socket)
             for endpoint in self.options.connect:
                 socket.connect(endpoint)
             self.connected.set()
+            taken = 0
             while not self.stop_event.is_set():
+                if taken % 256 == 0:  # and whenever idle, below
+                    _log_peer_changes(peers.drain())
                 if not socket.poll(50):
+                    _log_peer_changes(peers.drain())
                     continue
+                taken += 1
                 with self.lock:
                     message = wire.receive(socket, self.wire_stats, log, timeout_ms=0)
                     if message is None:
@@ -246,6 +253,8 @@ class Receiver(threading.Thread):
             self.error = error
             raise
         finally:
+            if peers is not None:
+                peers.close()
             socket.close(0)
 
     def snapshot(self) -> dict[str, Any]:
@@ -260,6 +269,14 @@ class Receiver(threading.Thread):
                 "events_received": _largest(self.events_received),
                 "ignored_messages": self.ignored_messages,
             }
+
+
+def _log_peer_changes(changes: list[tuple[str, str]]) -> None:
+    for change, endpoint in changes:
+        if change == "connected":
+            log.info("producer at %s connected", endpoint)
+        else:
+            log.warning("producer at %s disconnected; waiting for it to come back", endpoint)
 
 
 def _largest(counter: Counter, count: int = 64) -> dict[str, int]:
@@ -393,7 +410,7 @@ def run_worker(
         outbox.previews_wanted = subscribers.counts["preview"] > 0
         receiver.start()
         receiver.connected.wait(5)
-        log.info("connected to %s", ", ".join(options.connect))
+        log.info("waiting for a producer at %s", ", ".join(options.connect))
         next_stats_s = time.monotonic() + options.stats_interval_s
         while not stop_event.is_set():
             items = queue.take_all(0.05)

@@ -462,3 +462,50 @@ def test_live_sources_are_not_read_ahead_and_carry_no_watermark():
     messages = running.receive_until_end()
     running.join()
     assert all(m.until_us is None for m in messages if m.type == "events")
+
+
+def test_a_producer_with_nobody_listening_says_so(caplog, monkeypatch):
+    monkeypatch.setattr("streamer.producer.NOBODY_WARNING_S", 0.2)
+    caplog.set_level(logging.WARNING, logger="stcsnn.producer")
+    stats = run_producer(
+        SyntheticSource(10_000, duration_us=600_000), "tcp://127.0.0.1:0", settle_s=0
+    )
+    warnings = [r.getMessage() for r in caplog.records if "nobody subscribes" in r.getMessage()]
+    assert len(warnings) == 1 and stats.endpoint in warnings[0]
+    assert f"--connect {stats.endpoint}" in warnings[0]
+
+
+def test_a_worker_waits_for_its_producer_and_says_when_it_comes_and_goes(tmp_path):
+    lines: list[str] = []
+    endpoint = "tcp://127.0.0.1:" + str(_free_port())
+    worker = processes.start_worker(
+        endpoint, ["--threads", "1"], cwd=ROOT, timeout_s=60, echo=lines.append
+    )
+    try:
+        _wait_for_line(lines, f"waiting for a producer at {endpoint}")
+        assert not any("connected" in line for line in lines)
+        producer = processes.start_producer(
+            ["--synthetic", "10k", "--endpoint", endpoint, "--quiet"], cwd=ROOT, timeout_s=20
+        )
+        _wait_for_line(lines, f"producer at {endpoint} connected")
+        producer.stop()
+        _wait_for_line(lines, f"producer at {endpoint} disconnected")
+    finally:
+        worker.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_line(lines: list[str], text: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(text in line for line in lines):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no line with {text!r} in {lines[-10:]}")

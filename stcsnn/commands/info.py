@@ -18,7 +18,7 @@ def collect() -> dict:
     import torch
     import zmq
 
-    from replay.paths import data_root
+    from replay.paths import data_root, where_data_was_looked_for
     from stcsnn import __version__
 
     root = data_root()
@@ -42,6 +42,7 @@ def collect() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cameras": [str(c) for c in dv.io.camera.discover()],
         "data_root": str(root),
+        "data_looked_in": where_data_was_looked_for(),
         "data": {name: path.is_dir() for name, path in datasets.items()},
     }
 
@@ -58,5 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print("\nNo iniVation camera attached (dv.io.camera.discover() found none).")
     missing = [name for name, found in info["data"].items() if not found]
     if missing:
-        print(f"Not found under {info['data_root']}: {', '.join(missing)} (set STCSNN_DATA).")
+        print(
+            f"Not found under {info['data_root']}: {', '.join(missing)}. "
+            f"Data is looked for in: {info['data_looked_in']}."
+        )
     return 0

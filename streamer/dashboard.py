@@ -65,7 +65,7 @@ def refuse_leaking_pyside() -> None:
 
 refuse_leaking_pyside()
 DEFAULT_FPS = 30
-WINDOW_SIZE = (1200, 760)
+WINDOW_SIZE = (1200, 680)  # fits a 1366x768 screen with its title bar and a panel
 FRAME_TIMES_KEPT = 100_000
 LATENCY_SPAN_S = 60.0  # wall time shown in the latency plot
 NAME_CHARS = 16  # class names on the timeline's axis are cut to this
@@ -208,6 +208,12 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.counters_label = QtWidgets.QLabel()
         for label in (self.status_label, self.counters_label):
             label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+            # Wrapped, and never setting the window's width: the counters line alone
+            # is 1,400-1,700 px on one line (a 1366x768 screen cut it off).
+            label.setWordWrap(True)
+            label.setSizePolicy(
+                QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+            )
         status_row = QtWidgets.QHBoxLayout()
         status_row.addWidget(self.connection_label)
         status_row.addWidget(self.status_label, 1)
@@ -414,7 +420,9 @@ class DashboardWindow(QtWidgets.QMainWindow):
             f"latency p50 {_format_ms(p50)} ms, p99 {_format_ms(p99)} ms",
             f"predictions {state.predictions}"
             + (
-                f" (top-1 = truth {accuracy:.0%} of {state.scored})" if accuracy is not None else ""
+                f" (hop accuracy {accuracy:.0%} of {state.scored} labelled hops)"
+                if accuracy is not None
+                else ""
             ),
             f"dropped: worker {worker.get('dropped_events', 0)} ev, "
             f"{worker.get('steps_skipped', 0)} steps skipped; "

@@ -1,4 +1,4 @@
-"""Spatio-temporal compression (METHOD.md section 1): events -> T steps of synaptic current.
+"""Spatio-temporal compression (docs/method.md section 2): events -> T steps of synaptic current.
 
 One numpy core serves training (``compress_clip``: a clip -> ``[T, 2, H', W']``)
 and the live worker (``StreamingCompressor``: chunks in, one step out per hop),

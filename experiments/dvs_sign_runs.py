@@ -12,7 +12,7 @@ evaluation on windows and the streaming replays. The k-fold cross-validation
 over T in {1, 2, 4, 8} (and the ablation) is ``experiments/kfold_grid.py
 --dataset dvs_sign``.
 
-Network size: the METHOD.md gesture shape (SCB 64-128-128-256, hidden 512) has
+Network size: the gesture shape of docs/method.md (SCB 64-128-128-256, hidden 512) has
 2.6 M parameters (10.5 MB of float32 weights), over the 5 MB budget for a
 committed default checkpoint, and was 3-5x slower per batch here. These runs
 use channels 32-64-64-128 and hidden 256 (0.66 M parameters, 2.6 MB); the
@@ -46,7 +46,7 @@ SPLIT_SEED = 0
 VALIDATION_COUNT = 150
 CROP_US = (500_000, 1_500_000)
 GAP_US = 2_000_000  # event time between replayed samples in the "reset" streaming runs
-# Smaller than METHOD.md's 64-128-128-256 / 512 (module docstring: size and CPU time).
+# Smaller than the config's 64-128-128-256 / 512 (module docstring: size and CPU time).
 SIZE_CHANGES: dict[str, Any] = {"channels": [32, 64, 64, 128], "hidden": 256}
 VARIANTS = {
     "full": {"baseline": False, "label": "full method (STC + SCB + MT-LIF K=4, learnable tau)"},

@@ -15,7 +15,7 @@ docs/results_dvs_sign.md; converted from video, not a real DVS): 3 folds over
 its 600 samples, the smaller 32-64-64-128 / 256 network of the default
 checkpoint, 1-3 s crops.
 
-Why cross-validation (METHOD.md 6, "Noise first"): on a 100-sample split the
+Why cross-validation (docs/method.md section 9, "Noise"): on a 100-sample split the
 standard error is about 2 points, as large as the differences we look for. Here
 every configuration is trained k times (stratified k-fold over all samples,
 split seed 0, so every configuration sees the same folds; training seed = fold

@@ -1,4 +1,4 @@
-"""Synaptic convolutional block (METHOD.md section 3).
+"""Synaptic convolutional block (docs/method.md section 4).
 
     z[t] = BN(Conv3x3(x[t]))                    BN statistics shared over steps
     c[t] = lam * c[t-1] + (1 - lam) * z[t]      lam = sigmoid(v), one per channel

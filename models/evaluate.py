@@ -1,7 +1,7 @@
 """Clip accuracy of a network: per T, with a confusion matrix, a JSON result and plots.
 
 A clip's prediction is the argmax of the readout averaged over its real steps
-(METHOD.md 4; padding steps after a clip are ignored, see ``mean_readout``).
+(docs/method.md section 6; padding steps after a clip are ignored, see ``mean_readout``).
 ``evaluate`` runs a model over a loader of ``ClipBatch``es (and sums the counts
 over DDP ranks); ``evaluate_checkpoint`` is what ``stcsnn eval`` does: load a
 checkpoint, cut the chosen samples into clips at each requested T (the

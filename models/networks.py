@@ -1,4 +1,4 @@
-"""Per-dataset network configs as plain data, and the one network they build (METHOD.md 4).
+"""Per-dataset network configs as plain data, and the one network they build (docs/method.md 5).
 
 A ``ModelConfig`` says everything needed to rebuild a trained network and feed
 it: the compressor settings (so a checkpoint carries them to the streaming
@@ -166,7 +166,7 @@ def plain_lif_baseline(config: ModelConfig) -> ModelConfig:
     )
 
 
-# Starting points (METHOD.md section 4), not a contract: change them where a
+# Starting points (docs/method.md section 5), not a contract: change them where a
 # measurement says so. Windows: N-MNIST samples last ~300 ms; the 128x128 sets
 # use 1 s (T steps of 1 s / T), DVS_Sign 2 s of its ~4 s signs.
 CONFIGS: dict[str, ModelConfig] = {

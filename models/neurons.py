@@ -1,4 +1,4 @@
-"""Multi-threshold LIF neuron (METHOD.md section 2): one pure step function, two drivers.
+"""Multi-threshold LIF neuron (docs/method.md section 3): one pure step function, two drivers.
 
 ``mtlif_step`` advances the membrane by one time step over an explicit
 ``MTLIFState`` with the neuron's settings as one value, ``MTLIFParameters``
@@ -60,7 +60,7 @@ class MTLIFParameters:
         beta_from_tau(self.tau_m_init)  # raises for tau_m <= 1
 
 
-METHOD_DEFAULTS = MTLIFParameters()  # METHOD.md 2: K = 4, theta = 1, alpha = 4, tau_m = 2
+METHOD_DEFAULTS = MTLIFParameters()  # docs/method.md 3: K = 4, theta = 1, alpha = 4, tau_m = 2
 
 
 class MTLIFState(NamedTuple):
@@ -113,7 +113,7 @@ def mtlif_step(
     ``beta`` (the membrane decay per step) broadcasts against ``input_current``:
     a scalar, or per channel shaped ``[C, 1, 1]`` for ``[B, C, H, W]``. The
     reset subtracts ``threshold * spikes`` with the spikes detached, so the
-    gradient flows through the integration path only (METHOD.md section 2).
+    gradient flows through the integration path only (docs/method.md section 3).
     """
     u = beta * state.u + input_current
     spikes = graded_spikes(u, p)

@@ -13,7 +13,7 @@ feed keeps draining, so nothing backs up upstream), r clears the view, q or
 Esc quits. Qt and pyqtgraph are imported here and nowhere else.
 
 PySide6 crashes at interpreter exit while a pyqtgraph window is alive
-(ENVIRONMENT.md): ``run_dashboard`` and the tests close, delete and process
+(seen with PySide6-Essentials on Python 3.11): ``run_dashboard`` and the tests close, delete and process
 events before returning.
 """
 

@@ -34,7 +34,7 @@ def test_standard_error_is_the_binomial_one() -> None:
     assert grid.standard_error(0.96, 1000) == pytest.approx(math.sqrt(0.96 * 0.04 / 1000))
     assert grid.standard_error(0.96, 100) == pytest.approx(
         0.0196, abs=1e-4
-    )  # METHOD.md's "about 2 points"
+    )  # docs/method.md's "about ±2 points"
     assert grid.standard_error(1.0, 50) == 0.0
 
 

@@ -101,8 +101,8 @@ def stratified_kfold(labels, k: int, *, seed: int = 0) -> list[tuple[np.ndarray,
     validation part, each class is spread over the folds within one sample of
     ``n_class / k``, and fold sizes differ by at most one.
 
-    Cross-validation over all samples is how METHOD.md asks methods to be
-    compared: with 1,000 samples each one is predicted once, which cuts the
+    Cross-validation over all samples is how docs/method.md (section 9) compares
+    methods: with 1,000 samples each one is predicted once, which cuts the
     standard error of the accuracy by about three against a 100-sample split.
     """
     labels = _as_labels(labels)

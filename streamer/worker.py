@@ -276,7 +276,7 @@ def _log_peer_changes(changes: list[tuple[str, str]]) -> None:
         if change == "connected":
             log.info("producer at %s connected", endpoint)
         else:
-            log.warning("producer at %s disconnected; waiting for it to come back", endpoint)
+            log.info("producer at %s disconnected (it is reconnected if it comes back)", endpoint)
 
 
 def _largest(counter: Counter, count: int = 64) -> dict[str, int]:

@@ -13,6 +13,9 @@ weights do not fit the network its own config describes.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +151,13 @@ def load_checkpoint(
     """
     path = Path(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": a refused file's noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(path, "no such file") from None
-    except Exception as exc:  # unpickling refused or corrupt archive
-        raise CheckpointError(path, f"not a loadable checkpoint ({exc})") from None
+    except Exception as exc:  # unpickling refused, corrupt archive, not a torch file
+        raise CheckpointError(path, _unloadable(path, exc)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(path, f"not an {FORMAT} file (format marker: {found!r})")
@@ -183,3 +188,37 @@ def load_checkpoint(
         model.to(map_location)
     model.eval()
     return model, config, dict(payload.get("extra") or {})
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_MAGIC = b"\x80"  # a pickle's PROTO opcode: the legacy torch.save format
+
+
+def _unloadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file that ``torch.load(weights_only=True)`` refused, in one
+    line (PyTorch's own text is long and advises loading the file unsafely)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or type(exc).__name__})"
+    if not head:
+        return "empty file, not a PyTorch checkpoint"
+    if not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        kind = "a text file" if _is_text(head) else f"unknown content: {head[:12]!r}..."
+        return f"not a PyTorch checkpoint ({kind})"
+    if isinstance(error, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f"holds a pickled {found.group(1)}" if found else "is a pickle"
+        return f"refused: it {what}, not plain data (loading it could run code from the file)"
+    return "damaged PyTorch file (truncated or corrupt): cannot be read"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # may be a character cut at the end of ``head``
+        text = head[:-3].decode("utf-8", errors="replace")
+        if "\ufffd" in text:
+            return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)

@@ -12,8 +12,9 @@ as an uninterrupted one. Run with ``torchrun`` for DistributedDataParallel
 validation counts are summed over ranks, rank 0 writes the files).
 
 A run folder holds ``best.pt`` (best validation accuracy), ``last.pt`` (also
-the optimiser state, for ``resume``), ``metrics.jsonl`` (one line per epoch)
-and ``run.json`` (the training config and the model config).
+the optimiser state, for ``resume``), ``metrics.jsonl`` (one line per epoch),
+``curves.png`` (loss and accuracy per epoch, redrawn after each) and ``run.json``
+(the training config and the model config).
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ LATER_DEFAULTS = {**STREAM_DEFAULTS, "val_every": 1, "init": None}
 RESUMABLE_CHANGES = {"epochs", "resume", "device", "workers", "eval_batch_size", "stop_after"}
 RESUMABLE_CHANGES |= {"cache_dir", "out", "val_every"}
 
+MAX_DEFAULT_THREADS = 4
+CURVES_NAME = "curves.png"  # loss and accuracy per epoch, beside the checkpoints
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -189,10 +193,22 @@ def setup(device_name: str) -> tuple[torch.device, Distributed]:
         dist.init_process_group("nccl", device_id=device)
     else:
         device = torch.device("cpu")
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         dist.init_process_group("gloo")
     return device, ranks
+
+
+def default_threads(local_world: int = 1) -> int:
+    """torch CPU threads per training process (``stcsnn train`` sets them; a caller of
+    ``train`` sets its own): half the CPUs this process may run on, shared by the
+    ranks on this machine, at least 1 and at most ``MAX_DEFAULT_THREADS``.
+
+    Not torch's default (every CPU): with other load on the machine its threads wait
+    for each other and training collapses (on 2 shared CPUs at a load average of 4,
+    2 threads ran 14x slower than 1: ``benchmarks/bench_train_threads.py``,
+    results/train_threads.json). Half leaves room for such load (and on SMT
+    machines is about the physical cores); ``--threads`` sets any other count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_DEFAULT_THREADS, (cpus or 1) // 2 // max(1, local_world)))
 
 
 def cosine_lr(tc: TrainConfig, iteration: int, iterations: int, warmup: int) -> float:
@@ -293,10 +309,13 @@ def _train(
         )
         if ranks.main:
             save_epoch(run, metrics, best, improved)
+            write_curves(run, log, first=len(epoch_times) == 1)
+    curves = run.run_dir / CURVES_NAME
     return {
         "run_dir": str(run.run_dir),
         "best_checkpoint": str(run.run_dir / "best.pt"),
         "last_checkpoint": str(run.run_dir / "last.pt"),
+        "curves": str(curves) if curves.is_file() else None,
         "best_val_accuracy": best.accuracy if best.accuracy >= 0 else None,
         "best_epoch": best.epoch,
         "epochs_done": stop_at if stop_at > start_epoch else start_epoch,
@@ -571,6 +590,22 @@ def save_epoch(run: Run, metrics: dict[str, Any], best: Best, improved: bool) ->
         save_checkpoint(run.run_dir / "best.pt", run.model, run.config, extra=best_extra)
     with open(run.run_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(metrics) + "\n")
+
+
+def write_curves(run: Run, log: Callable[[str], None], *, first: bool) -> None:
+    """The run's loss and accuracy curves so far as ``curves.png`` beside its
+    checkpoints (said where at the ``first`` epoch); a failure is logged, not fatal."""
+    from models.training_curves import plot_curves, read_metrics
+
+    path = run.run_dir / CURVES_NAME
+    title = f"{run.run_dir.name}: {run.tc.dataset}, config {run.config.name}"
+    try:
+        plot_curves(read_metrics(run.run_dir / "metrics.jsonl"), path, title)
+    except (ImportError, OSError, ValueError) as error:
+        log(f"warning: no training curves ({type(error).__name__}: {error})")
+        return
+    if first:
+        log(f"loss and accuracy curves: {path} (redrawn after every epoch)")
 
 
 def scored_readout(logits: torch.Tensor, first: torch.Tensor, steps: torch.Tensor):

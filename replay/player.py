@@ -72,14 +72,20 @@ def recordings_in(folder: Path) -> list[Path]:
 
 def read_playlist(path: Path) -> list[Path]:
     """Paths listed one per line (``#`` comments, blank lines ignored; relative to the
-    playlist's folder). A folder entry expands to its recordings. Every entry must exist."""
+    playlist's folder). A folder entry expands to its recordings. Every entry must exist;
+    a text file none of whose lines names an existing path is no playlist (ValueError)."""
     entries: list[Path] = []
     missing: list[str] = []
-    text = path.read_text(encoding="utf-8")
+    named = 0  # non-empty, non-comment lines
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: neither a recording nor a playlist (not text)") from None
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
+        named += 1
         entry = Path(line).expanduser()
         entry = entry if entry.is_absolute() else path.parent / entry
         if not entry.exists():
@@ -88,6 +94,11 @@ def read_playlist(path: Path) -> list[Path]:
             entries += recordings_in(entry)
         else:
             entries.append(entry)
+    if missing and len(missing) == named:
+        raise ValueError(
+            f"{path}: neither a recording nor a playlist (no line names an existing file, "
+            f"e.g. {missing[0]}; recordings end in {', '.join(RECORDING_SUFFIXES)})"
+        )
     if missing:
         raise FileNotFoundError(f"{path}: missing recording(s): " + "; ".join(missing))
     return entries

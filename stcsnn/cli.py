@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command_name", None):
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for messages
     module = importlib.import_module(f"stcsnn.commands.{args.command_name}")
     return int(module.run(args) or 0)
 

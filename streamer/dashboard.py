@@ -12,9 +12,9 @@ it, ``fps`` times a second, and handles keys: space pauses the drawing (the
 feed keeps draining, so nothing backs up upstream), r clears the view, q or
 Esc quits. Qt and pyqtgraph are imported here and nowhere else.
 
-PySide6 crashes at interpreter exit while a pyqtgraph window is alive
-(seen with PySide6-Essentials on Python 3.11): ``run_dashboard`` and the tests close, delete and process
-events before returning.
+PySide6 crashes at interpreter exit while a pyqtgraph window is alive (seen with
+PySide6-Essentials on Python 3.11): ``run_dashboard`` and the tests close, delete
+and process events before returning.
 """
 
 from __future__ import annotations

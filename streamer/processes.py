@@ -198,6 +198,12 @@ class Child:
         return done.get("stats") if done else None
 
     def failure(self, what: str) -> str:
+        """``"NAME WHAT"`` and the child's last stderr lines, unless ``echo`` has shown
+        them already (then once is enough: they are right above)."""
+        if self.process.poll() is not None:
+            self._readers[1].join(1.0)  # its last lines are read (and echoed) first
+        if self.echo is not None:
+            return f"{self.name} {what}"
         tail = "\n".join(f"  {line}" for line in list(self.stderr_tail)[-8:])
         return f"{self.name} {what}" + (f"; its last words:\n{tail}" if tail else "")
 

@@ -9,6 +9,7 @@ dv-processing is imported only by the sources that need it.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterator
 
@@ -48,10 +49,31 @@ def discover_cameras() -> list:
     return list(dv.io.camera.discover())
 
 
+# dv-processing's error texts: "file.hpp(88): signature()\nRuntimeError: message\nStacktrace:
+# ..." or "message [system:111 at /path/file.hpp:588 in function '...']".
+_SOURCE_LOCATION_LINE = re.compile(r"^\S+\.(?:h|hh|hpp|c|cc|cpp|cxx)\(\d+\):")
+_BRACKETED_LOCATION = re.compile(r"\s*\[[^\[]*? at \S+\.(?:h|hh|hpp|c|cc|cpp|cxx):\d+.*$")
+
+
+def dv_message(error: BaseException) -> str:
+    """A dv-processing error's message in one line, without its C++ source path,
+    signature and stack trace."""
+    text = str(error).split("\nStacktrace:", 1)[0]
+    lines = []
+    for line in text.splitlines():
+        line = _BRACKETED_LOCATION.sub("", line).strip()
+        if line and not _SOURCE_LOCATION_LINE.match(line):
+            lines.append(re.sub(r"^RuntimeError: ", "", line))
+    return "; ".join(lines) or type(error).__name__
+
+
 def _batches_of(reader, stop_event: threading.Event, max_chunk_events: int, ended: str):
     """Poll a non-blocking dv-processing input until it stops running or we are stopped."""
     while not stop_event.is_set():
-        batch = reader.getNextEventBatch()
+        try:
+            batch = reader.getNextEventBatch()
+        except RuntimeError as error:
+            raise SourceError(f"{ended}: {dv_message(error)}") from None
         if batch is None:
             if not reader.isRunning():
                 yield SourceEnd(ended)
@@ -95,7 +117,12 @@ class CameraSource:
                 attached = "; ".join(describe_camera(d) for d in found)
                 raise SourceError(f"no camera with serial {serial!r}; attached: {attached}")
             descriptor = matches[0]
-        self._camera = dv.io.camera.open(descriptor)
+        try:
+            self._camera = dv.io.camera.open(descriptor)
+        except RuntimeError as error:
+            raise SourceError(
+                f"cannot open {describe_camera(descriptor)}: {dv_message(error)}"
+            ) from None
         resolution = self._camera.getEventResolution()
         if resolution is None:
             raise SourceError(f"{describe_camera(descriptor)} has no event stream")
@@ -133,9 +160,8 @@ class DvNetworkSource:
         try:
             self._reader = dv.io.NetworkReader(host, int(port))
         except RuntimeError as error:
-            detail = str(error).splitlines()[0]
             raise SourceError(
-                f"cannot connect to the DV network stream at {self.address}: {detail} "
+                f"cannot connect to the DV network stream at {self.address}: {dv_message(error)} "
                 "(is the DV software's network output running there?)"
             ) from None
         if not self._reader.isEventStreamAvailable():

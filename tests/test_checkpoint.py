@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fractions
+
 import pytest
 import torch
 
@@ -112,7 +114,7 @@ def test_unknown_config_field_is_refused(tmp_path):
 def test_non_checkpoints_are_refused_with_the_file_named(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a torch file" * 10)
-    with pytest.raises(CheckpointError, match="garbage.pt: not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="garbage.pt: not a PyTorch checkpoint"):
         load_checkpoint(garbage)
     weights_only = tmp_path / "bare.pt"
     torch.save(_trained_model().state_dict(), weights_only)
@@ -120,6 +122,33 @@ def test_non_checkpoints_are_refused_with_the_file_named(tmp_path):
         load_checkpoint(weights_only)
     with pytest.raises(CheckpointError, match="missing.pt: no such file"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_files_that_are_no_checkpoint_get_one_line_without_pytorchs_advice(tmp_path):
+    """A text file named .pt, a pickle of a class, a cut-off and an empty file: each
+    refused in one line saying what is wrong, never advising to load it unsafely."""
+    text = tmp_path / "x.pt"
+    text.write_text("hello, this is a note\n")
+    pickled = tmp_path / "fraction.pt"
+    torch.save({"weight": fractions.Fraction(1, 2)}, pickled)
+    whole = save_checkpoint(tmp_path / "whole.pt", _trained_model(), SMALL).read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    expected = {
+        text: "x.pt: not a PyTorch checkpoint (a text file)",
+        pickled: "fraction.pt: refused: it holds a pickled fractions.Fraction, not plain data",
+        cut: "cut.pt: damaged PyTorch file",
+        empty: "empty.pt: empty file, not a PyTorch checkpoint",
+    }
+    for path, start in expected.items():
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(path)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path}/{start}"), message
+        assert "\n" not in message and "weights_only" not in message, message
+        assert len(message) < 200 + len(str(tmp_path)), message
 
 
 def test_extra_must_be_plain_data(tmp_path):

@@ -147,10 +147,31 @@ def test_one_failing_process_stops_the_others(tmp_path):
     assert seen and wait_gone(seen, 5) == set()
 
 
+def test_a_failing_process_says_why_once_and_prints_no_empty_summary(tmp_path):
+    playlist = nmnist_playlist(tmp_path, digits=[1])
+    garbage = tmp_path / "x.pt"
+    garbage.write_text("not a checkpoint\n")
+    demo = _demo("--replay", str(playlist), "--no-dashboard", "--model", str(garbage))
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 1
+    assert err.count("not a PyTorch checkpoint") == 1, err
+    assert err.rstrip().endswith("stcsnn demo: worker exited with code 1"), err
+    assert "predictions over" not in out and "n/a" not in out, out
+
+
 def test_bad_options_are_refused_before_anything_starts():
     demo = _demo("--speed", "fast")
     out, err = demo.communicate(timeout=30)
     assert demo.returncode == 2 and "speed" in err and not out
+    # The producer's options too, in one line (not its usage text, once from it and
+    # once again from the demo reporting its failure).
+    for option, value in (("--synthetic", "lots"), ("--dv-stream", "nohost")):
+        demo = _demo(option, value, "--no-dashboard")
+        out, err = demo.communicate(timeout=30)
+        assert demo.returncode == 2 and not out
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"stcsnn demo: {option}: "), err
+        assert repr(value) in lines[0] and "usage" not in err
 
 
 # --- the summary, on hand-made messages ---------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -70,6 +72,30 @@ def test_playlists_resolve_relative_paths_and_name_missing_entries(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no files ending in"):
         list_recordings(tmp_path / "empty")
+
+
+def test_a_text_file_that_names_no_recording_is_neither_recording_nor_playlist(tmp_path):
+    """Notes saved as .txt are not read as a playlist of missing files: one line says
+    the file is neither, from the library and from `stcsnn produce` / `stcsnn inspect`."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Meeting notes\n\nbuy milk # today\n")
+    binary = tmp_path / "data.txt"
+    binary.write_bytes(bytes(range(256)))
+    for path in (notes, binary):
+        with pytest.raises(ValueError, match=f"{path.name}: neither a recording nor a playlist"):
+            list_recordings(path)
+    expected = {
+        "produce": "neither a recording nor a playlist",
+        "inspect": "byte 0: unknown event file format",  # inspect reads event files only
+    }
+    for command, says in expected.items():
+        argv = [command, *(["--replay"] if command == "produce" else []), str(notes)]
+        done = subprocess.run(
+            [sys.executable, "-m", "stcsnn", *argv], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1 and not done.stdout
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"notes.txt: {says}" in lines[0], done.stderr
 
 
 def test_samples_play_back_to_back_on_one_timeline_with_their_labels():

@@ -18,6 +18,7 @@ from streamer.sources import (
     DvNetworkSource,
     SyntheticSource,
     discover_cameras,
+    dv_message,
     parse_host_port,
 )
 
@@ -181,8 +182,20 @@ def test_dv_network_source_reads_what_a_network_writer_sends(dv_server):
 
 def test_dv_network_connection_failure_names_host_and_port():
     port = _free_port()  # nothing listens there
-    with pytest.raises(SourceError, match=f"DV network stream at 127.0.0.1:{port}.*refused"):
+    with pytest.raises(SourceError, match=f"DV network stream at 127.0.0.1:{port}.*refused") as e:
         DvNetworkSource("127.0.0.1", port)
+    # dv-processing's text names the C++ header and function it came from: not ours to show.
+    assert ".hpp" not in str(e.value) and "boost" not in str(e.value), str(e.value)
+
+
+def test_dv_errors_keep_the_message_and_drop_the_cpp_source_path():
+    with pytest.raises(RuntimeError) as e:  # dv-processing's own error text
+        dv.io.camera.open("NO_SUCH_SERIAL_0")
+    assert ".hpp" in str(e.value) and "Stacktrace" in str(e.value)
+    assert dv_message(e.value) == "Could not find device with given serial number"
+    with pytest.raises(RuntimeError) as e:
+        dv.io.NetworkReader("127.0.0.1", _free_port())
+    assert dv_message(e.value) == "connect: Connection refused"
 
 
 def test_parse_host_port():

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ from models.clip_cache import cached_clips
 from models.evaluate import evaluate
 from models.loaders import clip_loader
 from models.splits import SplitSpec, open_part
-from models.train import TrainConfig, initial_weights, train
+from models.train import TrainConfig, default_threads, initial_weights, train
 from stcsnn.cli import main
 
 # 50 real samples (5 per digit): 40 train, 10 validate.
@@ -66,6 +69,24 @@ def test_tiny_run_lowers_the_loss(tiny_run):
     for m in logged:
         assert m["epoch_time_s"] > 0 and 0 <= m["val_accuracy"] <= 1
     assert summary["best_val_accuracy"] == max(m["val_accuracy"] for m in logged)
+
+
+def test_loss_and_accuracy_curves_are_drawn_beside_the_checkpoints(tiny_run):
+    import matplotlib.image
+
+    _, summary = tiny_run
+    curves = summary["curves"]
+    assert curves == os.path.join(summary["run_dir"], "curves.png")
+    with open(curves, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(curves).shape
+    assert width > height > 200
+
+
+def test_threads_default_to_half_the_cpus_at_most_four():
+    cpus = len(os.sched_getaffinity(0))
+    assert default_threads() == max(1, min(4, cpus // 2))
+    assert default_threads(local_world=1000) == 1
 
 
 def test_checkpoints_hold_what_the_worker_and_eval_need(tiny_run):
@@ -165,11 +186,16 @@ def test_cli_train_json_and_options(tmp_path, capsys):
             str(tmp_path / "cache"),
             "--out",
             str(tmp_path / "run"),
+            "--threads",
+            "1",
             "--json",
         ]
     )
     assert code == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert "torch CPU threads: 1 per process (--threads)" in captured.err
+    assert torch.get_num_threads() == 1
     _, config, extra = load_checkpoint(summary["best_checkpoint"])
     assert config.compression.mode == "count" and config.levels == 1 and config.hidden == 64
     assert not config.synaptic_filter and not config.learnable_tau
@@ -177,6 +203,39 @@ def test_cli_train_json_and_options(tmp_path, capsys):
 
     assert main(["train", "--dataset", "nmnist", "--root", str(tmp_path / "none")]) == 1
     assert "N-MNIST" in capsys.readouterr().err
+
+
+def test_ctrl_c_names_the_last_checkpoint_and_the_command_that_resumes(tmp_path):
+    """SIGINT once the first epoch is saved (and its curves drawn): no traceback, one
+    line with the checkpoint and the exact command to go on, exit code 130."""
+    run_dir = tmp_path / "run"
+    options = [
+        "--dataset", "nmnist", "--root", str(shared_path("nmnist")), "--limit", "200",
+        "--val-count", "20", "--epochs", "50", "--steps", "2", "--batch-size", "8",
+        "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(run_dir),
+    ]  # fmt: skip
+    command = [sys.executable, "-m", "stcsnn", "train", *options]
+    training = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "curves.png").exists() and training.poll() is None:
+            assert time.monotonic() < deadline, "no epoch finished within 120 s"
+            time.sleep(0.05)
+        training.send_signal(signal.SIGINT)
+        out, err = training.communicate(timeout=60)
+    finally:
+        if training.poll() is None:
+            training.kill()
+    assert training.returncode == 130, err
+    assert "Traceback" not in err and not out
+    last = err.strip().splitlines()[-1]
+    _, _, extra = load_checkpoint(run_dir / "last.pt")
+    resume = shlex.join(["stcsnn", "train", *options, "--resume"])
+    assert last == (
+        f"stcsnn train: interrupted; last checkpoint {run_dir / 'last.pt'} "
+        f"(epoch {extra['epoch']} of 50); continue with: {resume}"
+    )
+    assert (run_dir / "curves.png").is_file()
 
 
 @pytest.mark.parametrize("dataset", ["dvsgesture", "cifar10dvs"])

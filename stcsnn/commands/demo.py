@@ -317,10 +317,24 @@ def dashboard_args(args: argparse.Namespace, description: str) -> list[str] | No
 
 def check_args(args: argparse.Namespace) -> str | None:
     """What is wrong with the options, or None."""
+    from stcsnn.commands.produce import parse_rate
+    from streamer.sources import parse_host_port
+
     try:
         parse_speed(args.speed)
     except ValueError as error:
         return str(error)
+    # The producer's own checks, here before any process starts (there a bad value
+    # ends the producer with its whole usage text).
+    for option, value, parse in (
+        ("--synthetic", args.synthetic, parse_rate),
+        ("--dv-stream", args.dv_stream, parse_host_port),
+    ):
+        try:
+            if value is not None:
+                parse(value)
+        except (ValueError, argparse.ArgumentTypeError) as error:
+            return f"{option}: {error}"
     if args.limit is not None and args.limit <= 0:
         return f"--limit must be positive, got {args.limit}"
     if args.screenshot and args.no_dashboard:
@@ -486,7 +500,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     )
     if args.json:
         print(json.dumps(summary), flush=True)
-    else:
+    elif not (failed and summary["predictions"] == 0):  # nothing to sum up
         _print_summary(summary)
     return 1 if failed else 0
 

@@ -11,6 +11,7 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import sys
 
 DATASETS = ("nmnist", "dvsgesture", "cifar10dvs", "dvs_sign")
@@ -92,6 +93,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     run.add_argument("--workers", type=int, help="loader processes (default: by CPU count)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads per process (default: half the CPUs available, at most 4;"
+        " torch's own default, every CPU, collapses when other work shares the machine)",
+    )
     run.add_argument(
         "--init",
         metavar="CKPT",
@@ -187,17 +195,59 @@ def run(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError
     from models.train import train
 
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 reports
+    tc = None
     try:
-        summary = train(train_config(args))
+        tc = train_config(args)
+        set_threads(args.threads, rank0)
+        summary = train(tc)
     except (ValueError, KeyError, TypeError, CheckpointError, EventError, OSError) as error:
         print(f"stcsnn train: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+    except KeyboardInterrupt:
+        if rank0 and tc is not None:
+            print(interrupted(args, tc), file=sys.stderr, flush=True)
+        return 130
+    if not rank0:
         return 0
     if args.json:
         print(json.dumps(summary))
     else:
         best = summary["best_val_accuracy"]
         shown = f"{best:.4f} (epoch {summary['best_epoch']})" if best is not None else "n/a"
-        print(f"best val accuracy {shown}; checkpoints in {summary['run_dir']}")
+        curves = f"; curves in {summary['curves']}" if summary.get("curves") else ""
+        print(f"best val accuracy {shown}; checkpoints in {summary['run_dir']}{curves}")
     return 0
+
+
+def set_threads(threads: int | None, report: bool) -> int:
+    """torch's CPU threads: ``--threads``, else ``models.train.default_threads``."""
+    from models.runner import configure_threads
+    from models.train import MAX_DEFAULT_THREADS, default_threads
+
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # ranks on this machine
+    given = threads is not None
+    chosen = configure_threads(threads if given else default_threads(local_world))
+    if report:
+        why = "--threads" if given else f"half the CPUs here, at most {MAX_DEFAULT_THREADS}"
+        print(f"torch CPU threads: {chosen} per process ({why})", file=sys.stderr, flush=True)
+    return chosen
+
+
+def interrupted(args: argparse.Namespace, tc) -> str:
+    """The one line Ctrl-C leaves: the last checkpoint saved and the command that
+    goes on from it (these arguments with ``--resume``)."""
+    from models.checkpoint import CheckpointError, load_checkpoint
+
+    last = tc.run_dir(tc.model_config()) / "last.pt"
+    lead = "\n" if sys.stderr.isatty() else ""  # after a progress line rewritten in place
+    try:
+        _, _, extra = load_checkpoint(last)
+    except CheckpointError:
+        return f"{lead}stcsnn train: interrupted before the first epoch ended; nothing saved"
+    argv = list(getattr(args, "argv", None) or ["train"])
+    again = shlex.join(["stcsnn", *argv, *([] if args.resume else ["--resume"])])
+    return (
+        f"{lead}stcsnn train: interrupted; last checkpoint {last} "
+        f"(epoch {extra.get('epoch')} of {tc.epochs}); continue with: {again}"
+    )

@@ -35,6 +35,7 @@ from pyqtgraph.Qt import QtCore, QtWidgets
 
 from streamer.dashboard_feed import DEFAULT_RECEIVE_HWM, DashboardFeed
 from streamer.dashboard_state import STALL_AFTER_S, DashboardState, preview_rgb
+from streamer.processes import freeze_startup_objects
 
 log = logging.getLogger("stcsnn.dashboard")
 
@@ -502,6 +503,7 @@ def run_dashboard(
     state = DashboardState(stream, stall_after_s=stall_after_s)
     feed = DashboardFeed(endpoints, state, stream=stream, receive_hwm=receive_hwm, curve=curve)
     window = DashboardWindow(state, feed, fps=fps, source=source, endpoints=endpoints)
+    freeze_startup_objects()  # Qt, pyqtgraph and the window: no full collection walks them
     started_s = time.monotonic()
     cpu_started = time.process_time()
     window.screenshot_on_close = Path(screenshot) if screenshot is not None else None

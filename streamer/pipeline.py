@@ -37,6 +37,7 @@ from streamer.processes import (
     Child,
     ChildFailed,
     Supervisor,
+    freeze_startup_objects,
     start_producer,
     start_worker,
 )
@@ -155,6 +156,9 @@ class Pipeline:
                 )
             )
             self.subscriber = Subscriber(self.worker.endpoint, PIPELINE_TOPICS)
+            # This process times the predictions' arrival: its own collector's pauses
+            # would count as transport.
+            freeze_startup_objects()
             if self.dashboard_args is not None:
                 # Not waited for: the worker holds the stream until it has subscribed.
                 argv = ["dashboard", "--connect", self.worker.endpoint, *self.dashboard_args]

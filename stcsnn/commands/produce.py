@@ -16,7 +16,7 @@ import re
 import sys
 
 from streamer.curve import add_curve_options
-from streamer.processes import add_status_option
+from streamer.processes import add_status_option, freeze_startup_objects
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # as streamer.producer; not imported: keep --help light
 
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     except (SourceError, EndpointError, FileNotFoundError, ValueError) as error:
         print(f"stcsnn produce: {error}", file=sys.stderr)
         return 1
-
+    freeze_startup_objects()
     status = StatusChannel(args.status_fd)
 
     def announce(stats) -> None:

@@ -16,7 +16,7 @@ import re
 import sys
 
 from streamer.curve import add_curve_options
-from streamer.processes import add_status_option
+from streamer.processes import add_status_option, freeze_startup_objects
 
 DEFAULT_BIND = "tcp://127.0.0.1:5556"  # as streamer.worker; not imported: keep --help light
 
@@ -231,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         )
         model = stream_model(loaded, runner, args)
         runner.warmup()
+        freeze_startup_objects()
     except (CheckpointError, EndpointError, ValueError) as error:
         print(f"stcsnn worker: {error}", file=sys.stderr)
         return 1

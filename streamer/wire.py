@@ -104,7 +104,10 @@ def _numbers(header: Mapping, name: str, reason: str) -> np.ndarray:
         raise WireError(reason, f"{name} is not a list of 1 to {MAX_CLASSES} numbers")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise WireError(reason, f"{name} holds something other than numbers")
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        raise WireError(reason, f"{name} holds a number beyond float64") from None
     if not np.all(np.isfinite(array)):
         raise WireError(reason, f"{name} holds a number that is not finite")
     return array
@@ -314,6 +317,11 @@ class Prediction(Message):
         top1_prob = header.get("top1_prob", probs[top1])
         if not isinstance(top1_prob, (int, float)) or isinstance(top1_prob, bool):
             raise WireError(bad, f"top1_prob is {top1_prob!r}")
+        try:  # an integer beyond float64 passes the checks above
+            top1_prob = float(top1_prob)
+            timings = {str(k): float(v) for k, v in timings.items()}
+        except OverflowError:
+            raise WireError(bad, "top1_prob or timings_ms beyond float64") from None
         t_end_us, hop_us = _integer(header, "t_end_us", bad), _integer(header, "hop_us", bad)
         if not (0 <= t_end_us < MAX_TIMESTAMP_US and 0 < hop_us < MAX_TIMESTAMP_US):
             raise WireError(bad, f"t_end_us {t_end_us}, hop_us {hop_us}")
@@ -324,7 +332,7 @@ class Prediction(Message):
             probs=probs,
             top1=top1,
             top1_name=_text(header, "top1_name", bad, str(top1)),
-            top1_prob=float(top1_prob),
+            top1_prob=top1_prob,
             logits=logits,
             step=_integer(header, "step", bad, 0),
             skipped=_integer(header, "skipped", bad, 0),
@@ -333,7 +341,7 @@ class Prediction(Message):
             published_ns=_integer(header, "published_ns", bad, 0),
             source_session=_text(header, "source_session", bad, ""),
             model=_text(header, "model", bad, ""),
-            timings_ms={str(k): float(v) for k, v in timings.items()},
+            timings_ms=timings,
         )
 
 
@@ -462,6 +470,8 @@ def _header(frame) -> dict:
         raise WireError("bad_header", f"not JSON ({error})") from None
     except RecursionError:  # "[[[[..." nested deeper than the parser's stack
         raise WireError("bad_header", "JSON nested too deeply") from None
+    except ValueError as error:  # an integer of over 4,300 digits (Python's limit)
+        raise WireError("bad_header", f"not JSON we read ({error})") from None
     if not isinstance(header, dict):
         raise WireError("bad_header", f"header is {type(header).__name__}, not an object")
     return header
@@ -488,7 +498,7 @@ def decode(frames: list) -> Message:
     if header.get("v") != PROTOCOL_VERSION:
         raise WireError("bad_version", f"version {header.get('v')!r}, expected {PROTOCOL_VERSION}")
     message_type = header.get("type")
-    if message_type not in MESSAGE_TYPES:
+    if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:
         raise WireError("bad_type", f"type {message_type!r}")
     envelope = {
         "stream": _text(header, "stream", "bad_field"),

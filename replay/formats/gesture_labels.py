@@ -29,7 +29,7 @@ HEADER = ("class", "startTime_usec", "endTime_usec")
 # Real label files are a few hundred bytes; refuse to slurp anything huge.
 MAX_LABEL_FILE_BYTES = 1 << 20
 
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?\d{1,19}")  # int64 at most: no 4,300-digit int() error
 
 
 def read_gesture_labels(path: str | os.PathLike) -> list[LabelSegment]:

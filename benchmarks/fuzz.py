@@ -1059,8 +1059,8 @@ def wire_seeds(root: Path) -> list[Seed]:
 DECODERS = {
     "wire": "streamer.wire.decode (+ encode/decode of what it accepts)",
     "wire_hypothesis": "streamer.wire.decode on hypothesis-generated headers",
-    "aedat2": "replay.formats.aedat2: read_aedat2, iter_aedat2 (257-event chunks, skip "
-    "options); replay.formats.read_recording",
+    "aedat2": "replay.formats.aedat2: read_aedat2, iter_aedat2 (257-event chunks, "
+    "on_out_of_sensor='skip'); replay.formats.read_recording",
     "aedat3": "replay.formats.aedat3: read_aedat3, iter_aedat3 (1 KiB blocks, 300-event "
     "chunks, skip options); replay.formats.read_recording",
     "nmnist": "replay.formats.nmnist: read_nmnist, iter_nmnist (333-event chunks); "

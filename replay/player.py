@@ -46,7 +46,7 @@ from replay.paths import natural_key
 
 log = logging.getLogger("stcsnn.replay")
 
-RECORDING_SUFFIXES = (".aedat", ".aedat4", ".aedat3", ".bin", ".npz")
+RECORDING_SUFFIXES = (".aedat", ".aedat4", ".aedat3", ".bin", ".bs2", ".npz")
 PLAYLIST_SUFFIXES = (".txt", ".m3u", ".lst", ".playlist")
 READ_CHUNK_EVENTS = 1 << 20  # events per read from a file; bounds memory on long recordings
 # A whole-sample label needs the sample's end before its first event is sent,
@@ -59,15 +59,27 @@ def is_playlist(path: Path) -> bool:
 
 
 def recordings_in(folder: Path) -> list[Path]:
-    """Recording files under ``folder`` (recursively), in natural order."""
+    """Recording files under ``folder`` (recursively), in natural order: those
+    ending in RECORDING_SUFFIXES, and those without an extension whose content
+    is a format we read (an N-MNIST sample saved without its name's end)."""
     files = [
         p
         for p in folder.rglob("*")
         if p.is_file()
-        and p.suffix.lower() in RECORDING_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and (p.suffix.lower() in RECORDING_SUFFIXES or (not p.suffix and _is_recording(p)))
     ]
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder)))
+
+
+def _is_recording(path: Path) -> bool:
+    from replay.formats import FORMAT_NAMES
+    from replay.formats.sniff import sniff_format
+
+    try:
+        return sniff_format(path) in FORMAT_NAMES
+    except (EventError, OSError):
+        return False
 
 
 def read_playlist(path: Path) -> list[Path]:

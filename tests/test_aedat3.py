@@ -153,6 +153,14 @@ def test_non_polarity_packets_are_skipped_and_counted(tmp_path):
     np.testing.assert_array_equal(recording.events, events)
     assert stats.skipped_packets_by_type == {"special": 2, "imu6": 2, "frame": 1}
     assert stats.skipped_packets == 5 and stats.unknown_packets == 0
+    assert stats.skipped_events_by_type == {"special": 2, "imu6": 3, "frame": 2}
+    assert stats.skipped() == {
+        "invalid": 0,
+        "out_of_sensor": 0,
+        "special": 2,
+        "imu6": 3,
+        "frame": 2,
+    }
     # 3 polarity packets of 1000, split again at events 100 and 1500.
     assert stats.polarity_packets == 5
     assert stats.packets == 10
@@ -169,6 +177,7 @@ def test_unknown_packet_type_is_an_error_naming_the_byte_unless_skipped(tmp_path
     recording = read_aedat3(path, on_unknown_packet="skip", stats=stats)
     np.testing.assert_array_equal(recording.events, events)
     assert stats.unknown_packets_by_type == {4242: 1} and stats.unknown_packets == 1
+    assert stats.skipped()["unknown_packets"] == 1
 
 
 @pytest.mark.parametrize("chunk_events", [1, 7, 1000, 4096, 1_000_000])

@@ -48,5 +48,16 @@ def test_stray_folder_and_unknown_split_are_errors(tmp_path):
     with pytest.raises(ValueError, match="split"):
         NMNIST(tmp_path, "Train")
     (tmp_path / "Test").mkdir()
-    with pytest.raises(DatasetLayoutError, match="no \\*.bin files"):
+    with pytest.raises(DatasetLayoutError, match="no \\*.bin or \\*.bs2 files"):
         NMNIST(tmp_path, "test")
+
+
+def test_samples_under_their_bs2_name_belong_to_the_dataset(tmp_path):
+    written = write_nmnist_folder(tmp_path, splits=("Train",), per_class=2, seed=5)
+    renamed = written[3].path.rename(written[3].path.with_suffix(".bs2"))
+    dataset = NMNIST(tmp_path, "train")
+    paths = [source.path for source in dataset.sources]
+    assert len(dataset) == 20 and renamed in paths
+    i = paths.index(renamed)
+    np.testing.assert_array_equal(dataset[i].events, written[3].events)
+    assert dataset.labels[i] == written[3].label

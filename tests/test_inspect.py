@@ -14,9 +14,9 @@ from conftest import shared_path
 
 from core.events import FormatError, SensorSize, make_events
 from core.labels import LabelSegment
-from replay.formats import detect_format, labels_for
+from replay.formats import detect_format, labels_for, read_recording
 from replay.formats.aedat2_writer import write_aedat2
-from replay.formats.aedat3_writer import write_aedat3
+from replay.formats.aedat3_writer import imu6_packet, special_packet, write_aedat3
 from replay.formats.gesture_labels_writer import write_gesture_labels
 
 STCSNN = Path(sys.executable).parent / "stcsnn"
@@ -58,10 +58,12 @@ def test_real_aedat4_recording():
     assert 0.3 < info["polarity_on_fraction"] < 0.7
     assert info["streams"] == {"events": "events", "imu": "imu", "triggers": "triggers"}
     assert info["stream_elements"]["imu"] == 475
+    assert info["skipped"] == {"imu": 475, "triggers": 0}  # the other streams, by kind
     assert "labels" not in info
     text = inspect(path)
     assert text.returncode == 0
     assert "320x240" in text.stdout and "111,954" in text.stdout and "imu" in text.stdout
+    assert "skipped     imu 475" in text.stdout
 
 
 def test_real_nmnist_sample_in_its_digit_folder():
@@ -74,6 +76,7 @@ def test_real_nmnist_sample_in_its_digit_folder():
         {"class_id": 7, "name": "7", "start_us": info["t_first_us"], "end_us": info["t_last_us"]}
     ]
     assert info["labels_source"] == "folder"
+    assert info["skipped"] == {}  # the N-MNIST reader skips nothing
     single = inspect_json(shared_path("recordings/nmnist_single.bin"))
     assert single["events"] == 4_325 and "labels" not in single
 
@@ -84,6 +87,7 @@ def test_real_dvs_sign_sample():
     assert (info["format"], info["width"], info["height"]) == ("dvs_sign", 128, 128)
     assert info["labels"][0]["class_id"] == 11
     assert info["events"] == len(np.load(path)["t_us"])
+    assert info["skipped"] == {}
 
 
 def test_gesture_recording_with_its_labels_file(tmp_path):
@@ -210,3 +214,104 @@ def test_dispatch_reads_every_format_the_same_way(tmp_path):
         assert sum(sizes) == len(written) and max(sizes) <= 300, name
     assert labels_for(files["nmnist"][0]) == 5 and labels_for(files["dvs_sign"][0]) == 5
     assert labels_for(files["aedat3"][0]) is None
+
+
+def test_real_nmnist_sample_under_bs2_and_without_extension(tmp_path):
+    real = shared_path("recordings/nmnist_single.bin")
+    expected = read_recording(real).events
+    for name in ("00002.bs2", "00002"):
+        copy = tmp_path / name
+        shutil.copy(real, copy)
+        assert detect_format(copy) == "nmnist"
+        info = inspect_json(copy)
+        assert (info["format"], info["width"], info["events"], info["skipped"]) == (
+            "nmnist",
+            34,
+            4_325,
+            {},
+        )
+        np.testing.assert_array_equal(read_recording(copy).events, expected)
+
+
+def test_headerless_files_without_extension_need_nmnist_records(tmp_path):
+    """Ten zero bytes are two 'records' at one instant: no sample."""
+    for name, content in (("zeros", b"\x00" * 10), ("text", b"hello world\n1234")):
+        path = _write(tmp_path / name, content)
+        with pytest.raises(FormatError, match="unknown event file format"):
+            detect_format(path)
+
+
+PROPHESEE_RAW_HEADER = (
+    b"% camera_integrator_name Prophesee\n% date 2023-01-01 10:00:00\n% evt 3.0\n"
+    b"% format EVT3;height=720;width=1280\n% end\n"
+)
+PROPHESEE_DAT_HEADER = (
+    b"% Data file containing CD events.\n% Version 2\n% Height 480\n% Width 640\n"
+)
+
+
+@pytest.mark.parametrize(
+    "name, content, what",
+    [
+        ("rec.raw", PROPHESEE_RAW_HEADER + bytes(64), "Prophesee RAW"),
+        ("rec.dat", PROPHESEE_DAT_HEADER + b"\x0c\x08" + bytes(64), "Prophesee DAT"),
+        ("rec.es", b"Event Stream" + bytes([2, 0, 0, 1]) + bytes(32), "Event Stream"),
+        ("rec.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "HDF5"),
+        ("rec.bag", b"#ROSBAG V2.0\n" + bytes(64), "ROS bag"),
+        ("renamed.bin", b"% evt 2.0\n% end\n" + bytes(40), "Prophesee RAW"),  # content first
+    ],
+)
+def test_recognised_unsupported_formats_are_named(tmp_path, name, content, what):
+    path = _write(tmp_path / name, content)
+    with pytest.raises(FormatError, match=f"{what}.*: not a format stcsnn reads; supported: AEDAT"):
+        detect_format(path)
+    result = inspect(path)
+    assert result.returncode == 1 and what in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_zip_that_is_no_dvs_sign_sample_is_named(tmp_path):
+    import zipfile
+
+    path = tmp_path / "notes.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not events")
+    with pytest.raises(FormatError, match=r"zip archive \(readme\.txt\) but not a DVS_Sign sample"):
+        detect_format(path)
+
+
+def test_skipped_records_of_a_davis_aedat2_file(tmp_path):
+    from tests.test_aedat2_davis import (
+        DAVIS240C,
+        EXTERNAL_INPUT,
+        aps,
+        dvs,
+        imu_sample,
+        jaer_header,
+        write_records,
+    )
+
+    records = [(dvs(0, 0, 1), 10), *[(a, 11) for a in imu_sample()], (aps(1, 1, 0, 7), 12)]
+    records += [(aps(1, 1, 1, 9), 12), (EXTERNAL_INPUT, 13), (dvs(5, 5, 0), 14)]
+    path = tmp_path / "davis.aedat"
+    write_records(path, jaer_header(DAVIS240C), records)
+    info = inspect_json(path)
+    assert (info["format"], info["width"], info["height"], info["events"]) == (
+        "aedat2",
+        240,
+        180,
+        2,
+    )
+    assert info["skipped"] == {"special": 1, "aps": 2, "imu": 7, "out_of_sensor": 0}
+    text = inspect(path).stdout
+    assert "skipped     special 1, aps 2, imu 7" in text and "240x180" in text
+
+
+def test_skipped_packets_of_an_aedat3_file(tmp_path):
+    events = dvs128_events(1_000)
+    t = events["timestamp"]
+    extras = [special_packet(0, [int(t[0])]), imu6_packet(500, [int(t[500])] * 3)]
+    path = tmp_path / "g.aedat"
+    write_aedat3(path, events, extra_packets=extras)
+    info = inspect_json(path)
+    assert info["events"] == 1_000
+    assert info["skipped"] == {"invalid": 0, "out_of_sensor": 0, "special": 1, "imu6": 3}

@@ -17,7 +17,7 @@ import pytest
 from core.events import EVENT_DTYPE, SensorSize, make_events
 from core.labels import LabelSegment
 from core.source import Labels, SourceEnd
-from replay.formats import read_recording
+from replay.formats import labels_for, read_recording
 from replay.formats.aedat3_writer import write_aedat3
 from replay.formats.gesture_labels_writer import write_gesture_labels
 from replay.player import ReplaySource, list_recordings, open_replay, read_playlist
@@ -54,6 +54,21 @@ def test_folders_list_recordings_in_natural_order_and_shuffle_is_seeded(tmp_path
     assert shuffled == list_recordings(tmp_path, shuffle=True, seed=3)
     assert len(list_recordings(tmp_path, shuffle=True, seed=3, limit=2)) == 2
     assert list_recordings(tmp_path, shuffle=True, seed=3, limit=2) == shuffled[:2]
+
+
+def test_nmnist_samples_under_bs2_or_no_extension_are_listed_and_read(tmp_path):
+    real = _nmnist(NMNIST_SAMPLES[0])
+    folder = tmp_path / "3"
+    folder.mkdir()
+    shutil.copy(real, folder / "00087.bs2")
+    shutil.copy(real, folder / "00088")  # no extension: known by its records
+    (folder / "README").write_text("notes on these samples\n")  # no extension, no recording
+    listed = list_recordings(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in listed] == ["3/00087.bs2", "3/00088"]
+    expected = read_recording(real).events
+    for path in listed:
+        np.testing.assert_array_equal(read_recording(path).events, expected)
+        assert labels_for(path) == 3
 
 
 def test_playlists_resolve_relative_paths_and_name_missing_entries(tmp_path):

@@ -153,16 +153,18 @@ class Subset:
 def scan_class_folders(
     split_dir: Path,
     class_of_folder: Callable[[str], int | None],
-    suffix: str,
+    suffix: str | tuple[str, ...],
     dataset_name: str,
     expected: str,
 ) -> tuple[list[Path], np.ndarray]:
-    """Files ``split_dir/<class folder>/*<suffix>`` and their labels, in class
-    then natural file-name order. ``class_of_folder`` maps a folder name to its
+    """Files ``split_dir/<class folder>/*<suffix>`` (any of several suffixes,
+    e.g. N-MNIST's ``.bin`` and ``.bs2``) and their labels, in class then
+    natural file-name order. ``class_of_folder`` maps a folder name to its
     label, or None when the folder is not a class of this dataset (an error:
     a stray folder usually means a wrong root). ``expected`` describes the
     layout for error messages."""
     split_dir = Path(split_dir)
+    suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
     if not split_dir.is_dir():
         raise DatasetLayoutError(
             split_dir, "", f"{dataset_name}: folder not found (expected {expected})"
@@ -174,11 +176,13 @@ def scan_class_folders(
             raise DatasetLayoutError(
                 folder, "", f"{dataset_name}: not a class folder (expected {expected})"
             )
-        files = sorted(folder.glob(f"*{suffix}"), key=lambda path: natural_key(Path(path.name)))
-        labelled.extend((label, f) for f in files if f.is_file())
+        files = [f for f in folder.iterdir() if f.suffix.lower() in suffixes and f.is_file()]
+        files.sort(key=lambda path: natural_key(Path(path.name)))
+        labelled.extend((label, f) for f in files)
     if not labelled:
+        patterns = " or ".join(f"*{s}" for s in suffixes)
         raise DatasetLayoutError(
-            split_dir, "", f"{dataset_name}: no *{suffix} files found (expected {expected})"
+            split_dir, "", f"{dataset_name}: no {patterns} files found (expected {expected})"
         )
     labelled.sort(key=lambda item: item[0])  # stable: keeps the file order within a class
     return [path for _, path in labelled], np.array([label for label, _ in labelled], np.int64)

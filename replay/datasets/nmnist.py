@@ -2,6 +2,8 @@
 
 ``ROOT/Train/<digit>/<id>.bin`` and ``ROOT/Test/<digit>/<id>.bin``: one
 saccade recording (~300 ms, ATIS sensor cropped to 34x34) per MNIST digit.
+Samples under the ``.bs2`` name of some copies are taken too (the same
+5-byte records: ``replay.formats.sniff``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from core.events import Recording, SensorSize
 from replay.datasets.base import FileDataset, scan_class_folders
 from replay.formats.nmnist import read_nmnist
+from replay.formats.sniff import NMNIST_SUFFIXES
 
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 
@@ -34,7 +37,7 @@ class NMNIST(FileDataset):
         self.split = split
         split_dir = self.root / SPLIT_FOLDERS[split]
         files, labels = scan_class_folders(
-            split_dir, _digit, ".bin", "N-MNIST", f"{split_dir}/<digit 0-9>/<id>.bin"
+            split_dir, _digit, NMNIST_SUFFIXES, "N-MNIST", f"{split_dir}/<digit 0-9>/<id>.bin"
         )
         super().__init__(files, labels)
 

@@ -4,11 +4,14 @@ One module per format (``aedat3``, ``aedat4``, ``aedat2``, ``nmnist``,
 ``dvs_sign``; ``gesture_labels`` for the DVS128 Gesture label files), its
 writer beside it (``aedat3_writer`` ...: for tests, benchmarks and conversions),
 and ``aedat_header`` for the text header AEDAT 2.0 and 3.1 share; this module
-picks the right reader. ``detect_format`` trusts the file's first bytes
-before its name: AEDAT files say their version in their first line and a
-``.npz`` is a zip, while N-MNIST ``.bin`` files have no header at all and are
-known by their extension only. The format modules are imported when first
-used, so ``stcsnn inspect`` of an N-MNIST file does not load dv-processing.
+picks the right reader. ``detect_format`` trusts the file's content before its
+name (``sniff.py``): AEDAT files say their version in their first line, a
+DVS_Sign ``.npz`` is a zip of its four arrays, an N-MNIST file (no header) is
+known by its ``.bin`` / ``.bs2`` extension or, without one, by its records;
+formats recognised but read by no module here (Prophesee RAW/DAT, Event
+Stream, HDF5, ROS bags) are refused by name. The format modules are imported
+when first used, so ``stcsnn inspect`` of an N-MNIST file does not load
+dv-processing.
 """
 
 from __future__ import annotations
@@ -23,18 +26,16 @@ import numpy as np
 from core.class_names import CIFAR10
 from core.events import FormatError, Recording, SensorSize
 from core.labels import LabelSegment
-from replay.formats.aedat_header import MAGIC, aedat_version
+from replay.formats.sniff import OTHER_FORMATS, read_head, sniff_format
 
 # format -> what it is, for messages and `stcsnn inspect`
 FORMAT_NAMES = {
     "aedat3": "AEDAT 3.1 (DVS128 Gesture, .aedat)",
     "aedat4": "AEDAT4 (iniVation DV, .aedat4)",
-    "aedat2": "AEDAT 2.0 (jAER, CIFAR10-DVS, .aedat)",
-    "nmnist": "N-MNIST (.bin)",
+    "aedat2": "AEDAT 2.0 (jAER: DVS128, CIFAR10-DVS, DAVIS240/346, .aedat)",
+    "nmnist": "N-MNIST (.bin, .bs2)",
     "dvs_sign": "DVS_Sign sample (.npz)",
 }
-EXTENSION_FORMATS = {".aedat4": "aedat4", ".aedat3": "aedat3", ".bin": "nmnist", ".npz": "dvs_sign"}
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 DEFAULT_CHUNK_EVENTS = 1_000_000
 # Classes named by the folder a sample sits in: format -> number of classes.
 FOLDER_CLASS_COUNTS = {"nmnist": 10, "dvs_sign": 15}
@@ -46,29 +47,27 @@ def supported_formats() -> str:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """ "aedat3", "aedat4", "aedat2", "nmnist" or "dvs_sign": by the first bytes
-    (AEDAT version line, zip magic), else by the extension. FormatError naming
-    the file and listing the supported formats when neither tells."""
+    """ "aedat3", "aedat4", "aedat2", "nmnist" or "dvs_sign", from the content
+    first (``sniff.py``), else the extension. FormatError naming the file and
+    listing the supported formats when neither tells, and naming the format of
+    a file recognised but not supported (a Prophesee RAW file, ...)."""
     source = str(path)
-    with open(path, "rb") as f:
-        head = f.read(32)
-    if head.startswith(MAGIC):
-        version = aedat_version(head)
-        for major, name in (("4.", "aedat4"), ("3.", "aedat3"), ("2.", "aedat2")):
-            if version.startswith(major):
-                return name
+    try:
+        name = sniff_format(path)
+    except FormatError as error:
+        problem = f"{error.problem}; supported: {supported_formats()}"
+        raise FormatError(source, error.where, problem) from None
+    if name in FORMAT_NAMES:
+        return name
+    if name in OTHER_FORMATS:
         raise FormatError(
             source,
             "byte 0",
-            f"AEDAT version {version!r} is not supported; supported: {supported_formats()}",
+            f"{OTHER_FORMATS[name]}: not a format stcsnn reads; supported: {supported_formats()}",
         )
-    if head.startswith(ZIP_MAGICS):
-        return "dvs_sign"
-    suffix = Path(path).suffix.lower()
-    if suffix in EXTENSION_FORMATS:
-        return EXTENSION_FORMATS[suffix]
+    head, _ = read_head(path)
     what = "empty file" if not head else f"unknown event file format (starts with {head[:12]!r})"
-    if suffix == ".aedat":
+    if Path(path).suffix.lower() == ".aedat":
         what = "empty .aedat file" if not head else "'.aedat' file without an '#!AER-DAT' header"
     raise FormatError(source, "byte 0", f"{what}; supported: {supported_formats()}")
 
@@ -99,8 +98,8 @@ def iter_recording(
         return sensor, aedat3.iter_aedat3(path, chunk_events=chunk_events)
     if name == "aedat2":
         aedat2 = _module("aedat2")
-        aedat2.read_aedat2_header(path)
-        return aedat2.DVS128_SENSOR, aedat2.iter_aedat2(path, chunk_events=chunk_events)
+        sensor = aedat2.read_aedat2_header(path).sensor  # the chip its header names
+        return sensor, aedat2.iter_aedat2(path, chunk_events=chunk_events)
     if name == "aedat4":
         reader = _module("aedat4").Aedat4Reader(path, chunk_events=chunk_events)
         return reader.sensor, reader

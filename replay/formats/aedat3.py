@@ -132,11 +132,25 @@ class Aedat3Stats:
     out_of_sensor_dropped: int = 0  # only with on_out_of_sensor="skip"
     declared_valid_events: int = 0  # sum of eventValid over polarity packets
     skipped_packets_by_type: dict[str, int] = field(default_factory=dict)  # known types
+    skipped_events_by_type: dict[str, int] = field(default_factory=dict)  # their eventNumber
     unknown_packets_by_type: dict[int, int] = field(default_factory=dict)
 
     @property
     def unknown_packets(self) -> int:
         return sum(self.unknown_packets_by_type.values())
+
+    def skipped(self) -> dict[str, int]:
+        """Events read but not yielded, by kind: invalid polarity events, those
+        outside the sensor, and the events of skipped packets by packet type
+        (``unknown_packets``: packets of types libcaer does not define)."""
+        counts = {
+            "invalid": self.invalid_events_dropped,
+            "out_of_sensor": self.out_of_sensor_dropped,
+        }
+        counts.update(self.skipped_events_by_type)
+        if self.unknown_packets:
+            counts["unknown_packets"] = self.unknown_packets
+        return counts
 
     @property
     def skipped_packets(self) -> int:
@@ -415,6 +429,9 @@ def _scan_polarity_pieces(
                 )
             else:
                 stats.skipped_packets_by_type[name] = stats.skipped_packets_by_type.get(name, 0) + 1
+                stats.skipped_events_by_type[name] = (
+                    stats.skipped_events_by_type.get(name, 0) + number
+                )
         offset = body_start + body_bytes
     if starts:
         yield _BlockPieces(block, block_start, starts, counts, overflows)

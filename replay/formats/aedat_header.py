@@ -3,9 +3,13 @@
 Both formats start with ASCII lines beginning with ``#``, each ended by
 ``\\n`` (``\\r\\n`` as written), the first naming the version:
 ``#!AER-DAT2.0`` (jAER) or ``#!AER-DAT3.1`` (cAER). An AEDAT 3.1 header closes
-with a ``#!END-HEADER`` line; an AEDAT 2.0 header has no closing line and ends
-where a line does not start with ``#``. AEDAT4 files start with the same magic
-(``#!AER-DAT4.0``) followed by a binary header of their own (``aedat4.py``).
+with a ``#!END-HEADER`` line. An AEDAT 2.0 header closes with jAER's
+``#End Of ASCII Header`` line where the writer put one, else where a line does
+not start with ``#``; as a DAVIS record may start with the byte ``#`` (a DVS
+event with y = 140-143), a ``#`` "line" holding control bytes (below 0x20,
+except tab) is data, not header: jAER's header is text. AEDAT4 files start with
+the same magic (``#!AER-DAT4.0``) followed by a binary header of their own
+(``aedat4.py``).
 
 Why one reader: a header comes from an untrusted file, so its reading is
 bounded (at most ``MAX_HEADER_BYTES``; real headers are a few hundred bytes)
@@ -49,18 +53,23 @@ def aedat_version(head: bytes) -> str:
 
 
 def read_text_header(
-    path: str | os.PathLike, version: str, end_line: bytes | None = None
+    path: str | os.PathLike,
+    version: str,
+    end_line: bytes | None = None,
+    last_line: bytes | None = None,
 ) -> TextHeader:
     """The header of an AEDAT ``version`` file: ``#`` lines up to and including
     ``end_line`` or, without one, up to the first line that does not start
-    with ``#``. FormatError naming the file and the byte for an empty file, a
-    file of another version or none, and a header that is cut short, too long
-    or (with ``end_line``) holds a line not starting with ``#``."""
+    with ``#`` or is not text, or up to and including an optional ``last_line``
+    (compared without case, spaces and the ``#``). FormatError naming the file
+    and the byte for an empty file, a file of another version or none, and a
+    header that is cut short, too long or (with ``end_line``) holds a line not
+    starting with ``#``."""
     source = str(path)
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         head = f.read(HEADER_PROBE_BYTES)
-        if len(head) < file_size and not _holds_whole_header(head, end_line):
+        if len(head) < file_size and not _holds_whole_header(head, end_line, last_line):
             head += f.read(MAX_HEADER_BYTES - len(head))
     expected = f"'{MAGIC.decode()}{version}'"
     if not head:
@@ -83,7 +92,7 @@ def read_text_header(
     lines: list[str] = []
     line_starts: list[int] = []
     position = 0
-    while end_line is not None or head[position : position + 1] == b"#":
+    while _header_continues(head, position, end_line):
         line_end = head.find(b"\n", position)
         if line_end < 0:
             cut_by_limit = file_size > len(head)
@@ -98,7 +107,7 @@ def read_text_header(
         lines.append(raw.decode("ascii", "replace"))
         line_starts.append(position)
         position = line_end + 1
-        if raw == end_line:
+        if raw == end_line or _is_last_line(raw, last_line):
             break
     if end_line is None and position >= len(head) and file_size > len(head):
         # Every byte read is header, so where the header ends is past the limit.
@@ -119,14 +128,43 @@ def _unended(end_line: bytes | None, cut_by_limit: bool) -> str:
     return f"file ends inside the header (no '{end_line.decode()}' line)"
 
 
-def _holds_whole_header(head: bytes, end_line: bytes | None) -> bool:
+def _holds_whole_header(head: bytes, end_line: bytes | None, last_line: bytes | None) -> bool:
     """Whether ``head`` reaches past the header (so nothing more need be read)."""
     position = 0
-    while end_line is not None or head[position : position + 1] == b"#":
+    while _header_continues(head, position, end_line):
         line_end = head.find(b"\n", position)
         if line_end < 0:
             return False
-        if head[position:line_end].rstrip(b"\r") == end_line:
+        raw = head[position:line_end].rstrip(b"\r")
+        if raw == end_line or _is_last_line(raw, last_line):
             return True
         position = line_end + 1
     return position < len(head)
+
+
+# Bytes no text header holds (tab, line feed and carriage return aside).
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 13)) + b"\x7f"
+
+
+def _header_continues(head: bytes, position: int, end_line: bytes | None) -> bool:
+    """Whether a header line starts at ``position``. With ``end_line`` every
+    line up to it is header; without, a line starting with ``#`` is, unless it
+    holds control bytes: then it is a binary record that starts with 0x23."""
+    if end_line is not None:
+        return True
+    if head[position : position + 1] != b"#":
+        return False
+    line_end = head.find(b"\n", position)
+    line = head[position : line_end if line_end >= 0 else len(head)]
+    return line == line.translate(None, _CONTROL_BYTES)
+
+
+def _is_last_line(raw: bytes, last_line: bytes | None) -> bool:
+    if last_line is None:
+        return False
+    return _squeezed(raw) == _squeezed(last_line)
+
+
+def _squeezed(line: bytes) -> bytes:
+    """``b"# End of ASCII Header"`` -> ``b"endofasciiheader"``."""
+    return line.lstrip(b"#").replace(b" ", b"").lower()

@@ -29,6 +29,8 @@ def inside_sensor(
     ``on_out_of_sensor="skip"``, the indices of those that do; with ``"error"``,
     EventValidationError naming the first that does not (event ``first_index + i``)."""
     outside = (x >= sensor.width) | (y >= sensor.height)
+    if x.dtype.kind == "i":  # signed coordinates (DAVIS, flipped by the chip's size)
+        outside |= (x < 0) | (y < 0)
     if not outside.any():
         return None
     if on_out_of_sensor == "error":

@@ -1,12 +1,19 @@
 """`stcsnn inspect FILE [--json]`: describe an event file.
 
-Prints the format, sensor size, event count, first and last timestamps,
-duration, event rate, polarity balance, the extra streams of an AEDAT4 file and
-the labels found beside the file (``replay.formats.labels_for``). The events are
-read in chunks, so a file of any length is inspected in bounded memory.
+Prints the format, sensor size, event count, what was skipped (by kind),
+first and last timestamps, duration, event rate, polarity balance, the extra
+streams of an AEDAT4 file and the labels found beside the file
+(``replay.formats.labels_for``). The events are read in chunks, so a file of
+any length is inspected in bounded memory.
 
 ``--json`` prints one object with at least ``format``, ``width``, ``height``,
-``events``, ``t_first_us``, ``t_last_us`` (null for a file without events); also
+``events``, ``t_first_us``, ``t_last_us`` (null for a file without events) and
+``skipped``: what the reader read but did not yield, as counts by kind (AEDAT
+2.0: ``special``, ``aps``, ``imu``, ``out_of_sensor`` records; AEDAT 3.1:
+``invalid``, ``out_of_sensor`` and the events of skipped packets by libcaer
+type, ``special``, ``frame``, ``imu6`` ...; AEDAT4: the elements of the other
+streams by kind, ``imu``, ``triggers``, ``frames``; ``{}`` for N-MNIST and
+DVS_Sign, whose readers skip nothing: anything odd there is an error); also
 ``format_name``, ``file``, ``duration_us``, ``event_rate_per_s``,
 ``polarity_on_fraction``, for AEDAT4 ``streams`` (name -> kind) and
 ``stream_elements`` (name -> count), and where the file has labels ``labels``: a
@@ -27,7 +34,11 @@ CHUNK_EVENTS = 1_000_000
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="AEDAT 3.1, AEDAT4, AEDAT 2.0, N-MNIST .bin or DVS_Sign .npz")
+    parser.add_argument(
+        "file",
+        help="AEDAT 3.1, AEDAT4, AEDAT 2.0 (DVS128, DAVIS240/346), N-MNIST .bin/.bs2 or "
+        "DVS_Sign .npz",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -64,25 +75,15 @@ class EventSummary:
 
 def describe(path: str) -> dict:
     """Everything ``inspect`` reports about one file, as a JSON-ready dict."""
-    from replay.formats import FORMAT_NAMES, detect_format, iter_recording, labels_for
+    from replay.formats import FORMAT_NAMES, detect_format, labels_for
 
     name = detect_format(path)
     summary = EventSummary()
     extra: dict = {}
     if name == "aedat4":
-        from replay.formats.aedat4 import Aedat4Reader
-
-        with Aedat4Reader(path, chunk_events=CHUNK_EVENTS, count_other_streams=True) as reader:
-            sensor = reader.sensor
-            for chunk in reader:
-                summary.add(chunk)
-            extra["streams"] = dict(reader.info.streams)
-            extra["stream_elements"] = reader.element_counts
-            extra["camera_name"] = reader.info.camera_name
+        sensor, skipped = _read_aedat4(path, summary, extra)
     else:
-        sensor, chunks = iter_recording(path, chunk_events=CHUNK_EVENTS)
-        for chunk in chunks:
-            summary.add(chunk)
+        sensor, skipped = _read_events(name, path, summary)
     result = {
         "file": str(path),
         "format": name,
@@ -90,12 +91,59 @@ def describe(path: str) -> dict:
         "width": int(sensor.width),
         "height": int(sensor.height),
         **summary.as_dict(),
+        "skipped": skipped,
         **extra,
     }
     labels = labels_for(path)
     if labels is not None:
         result.update(_labels(labels, summary, path))
     return result
+
+
+def _read_events(name: str, path: str, summary: EventSummary) -> tuple:
+    """(sensor, skipped counts by kind), adding every event to ``summary``.
+    AEDAT 2.0 and 3.1 are read with a stats object, which counts what they
+    skip; the other readers skip nothing (``{}``)."""
+    from replay.formats import iter_recording
+
+    stats = None
+    if name == "aedat2":
+        from replay.formats.aedat2 import Aedat2Stats, iter_aedat2, read_aedat2_header
+
+        stats = Aedat2Stats()
+        sensor = read_aedat2_header(path).sensor
+        chunks = iter_aedat2(path, chunk_events=CHUNK_EVENTS, stats=stats)
+    elif name == "aedat3":
+        from replay.formats.aedat3 import Aedat3Stats, iter_aedat3, read_aedat3_header
+
+        stats = Aedat3Stats()
+        sensor = read_aedat3_header(path).sensor
+        chunks = iter_aedat3(path, chunk_events=CHUNK_EVENTS, stats=stats)
+    else:
+        sensor, chunks = iter_recording(path, chunk_events=CHUNK_EVENTS)
+    for chunk in chunks:
+        summary.add(chunk)
+    return sensor, stats.skipped() if stats is not None else {}
+
+
+def _read_aedat4(path: str, summary: EventSummary, extra: dict) -> tuple:
+    """(sensor, skipped: the elements of the other streams by kind); the
+    streams, their element counts and the camera go to ``extra``."""
+    from replay.formats.aedat4 import Aedat4Reader
+
+    with Aedat4Reader(path, chunk_events=CHUNK_EVENTS, count_other_streams=True) as reader:
+        for chunk in reader:
+            summary.add(chunk)
+        streams = dict(reader.info.streams)
+        counts = reader.element_counts or {}
+        extra["streams"] = streams
+        extra["stream_elements"] = reader.element_counts
+        extra["camera_name"] = reader.info.camera_name
+        skipped: dict[str, int] = {}
+        for stream, kind in streams.items():
+            if stream != reader.info.event_stream and isinstance(counts.get(stream), int):
+                skipped[kind] = skipped.get(kind, 0) + counts[stream]
+        return reader.sensor, skipped
 
 
 def _labels(labels, summary: EventSummary, path: str) -> dict:
@@ -137,6 +185,7 @@ def format_text(info: dict) -> str:
         ("format", info["format_name"]),
         ("sensor", f"{info['width']}x{info['height']}"),
         ("events", f"{info['events']:,}"),
+        ("skipped", _skipped_text(info["skipped"])),
     ]
     if info["events"]:
         lines += [
@@ -176,6 +225,14 @@ def format_text(info: dict) -> str:
                 )
     width = max(len(key) for key, _ in lines)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in lines)
+
+
+def _skipped_text(skipped: dict) -> str:
+    """``"aps 6,920, imu 350"``: the kinds with a count, or what says none."""
+    shown = [f"{kind} {count:,}" for kind, count in skipped.items() if count]
+    if shown:
+        return ", ".join(shown)
+    return "nothing" if skipped else "nothing (this reader skips nothing: odd records are errors)"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from replay.paths import natural_key
 
 log = logging.getLogger("stcsnn.replay")
 
-RECORDING_SUFFIXES = (".aedat", ".aedat4", ".aedat3", ".bin", ".bs2", ".npz")
+RECORDING_SUFFIXES = (".aedat", ".aedat4", ".aedat3", ".bin", ".bs2", ".npz", ".raw", ".dat", ".es")
 PLAYLIST_SUFFIXES = (".txt", ".m3u", ".lst", ".playlist")
 READ_CHUNK_EVENTS = 1 << 20  # events per read from a file; bounds memory on long recordings
 # A whole-sample label needs the sample's end before its first event is sent,

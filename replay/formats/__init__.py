@@ -35,7 +35,12 @@ FORMAT_NAMES = {
     "aedat2": "AEDAT 2.0 (jAER: DVS128, CIFAR10-DVS, DAVIS240/346, .aedat)",
     "nmnist": "N-MNIST (.bin, .bs2)",
     "dvs_sign": "DVS_Sign sample (.npz)",
+    "prophesee_raw": "Prophesee RAW (EVT 2.0, EVT 3.0; Metavision, .raw)",
+    "prophesee_dat": "Prophesee DAT (Metavision, Gen1 ATIS dataset, .dat)",
+    "event_stream": "Event Stream (DVS, ATIS; .es)",
 }
+# format -> the module that reads it, where their names differ
+FORMAT_MODULES = {"prophesee_raw": "prophesee", "prophesee_dat": "prophesee"}
 DEFAULT_CHUNK_EVENTS = 1_000_000
 # Classes named by the folder a sample sits in: format -> number of classes.
 FOLDER_CLASS_COUNTS = {"nmnist": 10, "dvs_sign": 15}
@@ -80,7 +85,8 @@ def read_recording(path: str | os.PathLike, **options) -> Recording:
     """The whole file as a Recording; ``options`` go to the format's reader
     (e.g. ``sensor=`` for AEDAT 3.1, AEDAT 2.0, N-MNIST and DVS_Sign)."""
     name = detect_format(path)
-    return getattr(_module(name), f"read_{name}")(path, **options)
+    module = FORMAT_MODULES.get(name, name)
+    return getattr(_module(module), f"read_{module}")(path, **options)
 
 
 def iter_recording(
@@ -107,6 +113,14 @@ def iter_recording(
         nmnist = _module("nmnist")
         nmnist.check_nmnist_size(path)
         return nmnist.NMNIST_SENSOR, nmnist.iter_nmnist(path, chunk_events=chunk_events)
+    if name in ("prophesee_raw", "prophesee_dat"):
+        prophesee = _module("prophesee")
+        sensor = prophesee.prophesee_sensor(path)  # the header's, or its camera generation's
+        return sensor, prophesee.iter_prophesee(path, chunk_events=chunk_events)
+    if name == "event_stream":
+        event_stream = _module("event_stream")
+        sensor = event_stream.read_event_stream_header(path).sensor
+        return sensor, event_stream.iter_event_stream(path, chunk_events=chunk_events)
     recording = _module("dvs_sign").read_dvs_sign(path)
     return recording.sensor, _slices(recording.events, chunk_events)
 

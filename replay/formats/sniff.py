@@ -52,9 +52,6 @@ EXTENSION_FORMATS = {
 }
 # Recognised here, read by no module of replay.formats: name -> what it is.
 OTHER_FORMATS = {
-    "prophesee_raw": "a Prophesee RAW file (EVT 2.0/3.0, Metavision)",
-    "prophesee_dat": "a Prophesee DAT file (Metavision)",
-    "event_stream": "an Event Stream (.es) file",
     "hdf5": "an HDF5 file",
     "rosbag": "a ROS bag",
 }

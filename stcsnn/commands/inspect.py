@@ -119,6 +119,22 @@ def _read_events(name: str, path: str, summary: EventSummary) -> tuple:
         stats = Aedat3Stats()
         sensor = read_aedat3_header(path).sensor
         chunks = iter_aedat3(path, chunk_events=CHUNK_EVENTS, stats=stats)
+    elif name in ("prophesee_raw", "prophesee_dat"):
+        from replay.formats.prophesee import PropheseeStats, iter_prophesee, prophesee_sensor
+
+        stats = PropheseeStats()
+        sensor = prophesee_sensor(path)
+        chunks = iter_prophesee(path, chunk_events=CHUNK_EVENTS, stats=stats)
+    elif name == "event_stream":
+        from replay.formats.event_stream import (
+            EventStreamStats,
+            iter_event_stream,
+            read_event_stream_header,
+        )
+
+        stats = EventStreamStats()
+        sensor = read_event_stream_header(path).sensor
+        chunks = iter_event_stream(path, chunk_events=CHUNK_EVENTS, stats=stats)
     else:
         sensor, chunks = iter_recording(path, chunk_events=CHUNK_EVENTS)
     for chunk in chunks:

@@ -216,6 +216,8 @@ def test_without_a_preview_subscriber_no_preview_is_made_and_predictions_are_the
         items = messages_of(events)
         for start in range(0, len(items), 37):  # merged pushes of up to 37 messages
             classifier.process(items[start : start + 37])
+        end = wire.End(stream="cam", session="p1", seq=len(items) + 1)
+        classifier.process([Pending(end, 0)])  # flushes the last step and preview
         runs[wanted] = sent
     previews = [m for m in runs[True] if isinstance(m, wire.Preview)]
     assert previews and sum(p.events for p in previews) == len(events)

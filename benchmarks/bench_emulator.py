@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,20 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from core.emulator import DvsEmulator, DvsParams
+from stcsnn.commands.bench_compress import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "emulator.json"
 SIZES = ((34, 34), (128, 128), (640, 480))
 FRAME_INTERVAL_US = 10_000
-
-
-def machine() -> dict:
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "platform": platform.platform(),
-    }
 
 
 def moving_bar_frames(width: int, height: int, n_frames: int) -> list[np.ndarray]:

@@ -37,7 +37,6 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ import numpy as np
 
 from core.events import SensorSize
 from stcsnn.commands.bench_compress import synthetic_events
+from stcsnn.commands.bench_readers import event_rates
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -296,16 +296,6 @@ def write_synthetic(kind: str, events: np.ndarray, path: Path) -> float:
     return time.perf_counter() - start
 
 
-def _rates(times_s: list[float], count: int) -> dict:
-    return {
-        "median_events_per_s": count / statistics.median(times_s),
-        "min_events_per_s": count / max(times_s),
-        "max_events_per_s": count / min(times_s),
-        "median_s": statistics.median(times_s),
-        "reps": len(times_s),
-    }
-
-
 def time_reader(reader: str, path: Path, kind: str, reps: int, want) -> dict:
     """events/s over ``reps`` reads, and whether the first read equals ``want``."""
     times: list[float] = []
@@ -320,7 +310,7 @@ def time_reader(reader: str, path: Path, kind: str, reps: int, want) -> dict:
         if rep == 0:
             verdict = compare(normalised(reader, kind, raw, SENSOR), want)
         del raw
-    return {**verdict, **_rates(times, len(want[0]))}
+    return {**verdict, **event_rates(times, len(want[0]))}
 
 
 def bench_synthetic(readers: list[str], count: int, reps: int, seed: int, folder: Path) -> dict:

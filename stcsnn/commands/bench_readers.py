@@ -98,7 +98,7 @@ def _readers(name: str):
 SUFFIXES = {"aedat3": ".aedat", "aedat4": ".aedat4", "nmnist": ".bin", "aedat2": ".aedat"}
 
 
-def _rates(times_s: list[float], count: int) -> dict:
+def event_rates(times_s: list[float], count: int) -> dict:
     return {
         "median_events_per_s": count / statistics.median(times_s),
         "min_events_per_s": count / max(times_s),
@@ -144,8 +144,8 @@ def bench_format(name: str, count: int, reps: int, seed: int, folder: Path) -> d
         "bytes_per_event": size / count,
         "write_s": write_s,
         "write_events_per_s": count / write_s,
-        "read": _rates(read_times, count),
-        "iter": _rates(iter_times, count),
+        "read": event_rates(read_times, count),
+        "iter": event_rates(iter_times, count),
     }
 
 

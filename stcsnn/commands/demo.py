@@ -3,6 +3,7 @@
     stcsnn demo                          # real N-MNIST samples if found, else synthetic events
     stcsnn demo --replay ../shared/data/nmnist/Train --limit 50 --speed 4
     stcsnn demo --camera [SERIAL] | --dv-stream HOST:PORT | --synthetic 1M
+    stcsnn demo --emulate digits [--font DejaVuSerif] [--limit 100]   # no camera, no data
     stcsnn demo --replay DIR --no-dashboard --speed max --json   # one JSON object at the end
 
 Ctrl-C stops every process cleanly (and prints the summary so far); so does
@@ -24,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from stcsnn.commands.produce import add_font_option
 from stcsnn.commands.worker import add_step_options
 from streamer import wire
 from streamer.pacing import parse_speed
@@ -47,6 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--dv-stream", metavar="HOST:PORT", help="the DV software's network output")
     source.add_argument("--synthetic", metavar="RATE", help="synthetic events, e.g. 1M (ev/s)")
+    source.add_argument(
+        "--emulate",
+        choices=["digits"],
+        help="printed digits on N-MNIST's saccades before an emulated 34x34 DVS, labelled",
+    )
+    add_font_option(parser)
     parser.add_argument(
         "--model",
         metavar="CKPT",
@@ -61,9 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit",
         type=int,
-        help="replay: at most N recordings; other sources: stop after N predictions",
+        help="replay: at most N recordings; --emulate: N samples;"
+        " other sources: stop after N predictions",
     )
     parser.add_argument("--shuffle", action="store_true", help="replay: shuffle the recordings")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="--emulate: the digits' order and pixel mismatch"
+    )
     parser.add_argument("--loop", action="store_true", help="replay: play again and again")
     parser.add_argument(
         "--allow-model-mismatch",
@@ -116,6 +128,8 @@ def default_source(args: argparse.Namespace, workdir: Path) -> tuple[list[str], 
         return ["--dv-stream", args.dv_stream], f"DV network stream {args.dv_stream}", False
     if args.synthetic:
         return ["--synthetic", args.synthetic], f"synthetic events at {args.synthetic} ev/s", False
+    if args.emulate:
+        return emulated_source(args)
     args.shuffle = True
     nmnist = data_root() / "nmnist" / "Train"
     held_out = held_out_nmnist() if nmnist.is_dir() else None
@@ -135,6 +149,19 @@ def default_source(args: argparse.Namespace, workdir: Path) -> tuple[list[str], 
         "CC BY-SA 4.0: stcsnn/demo_data/README.md) (shuffled)",
         True,
     )
+
+
+def emulated_source(args: argparse.Namespace) -> tuple[list[str], str, bool]:
+    """The built-in digit scene: labelled and finite with ``--limit``, so it runs like a
+    replay (lossless, ``--limit`` counts samples, accuracy in the summary)."""
+    fonts = args.font or ["DejaVuSans"]
+    source_args = ["--emulate", args.emulate] + [f"--font={font}" for font in fonts]
+    count = f"{args.limit} " if args.limit else "endless "
+    description = (
+        f"emulated {args.emulate}: {count}printed digits ({', '.join(fonts)}) on N-MNIST's "
+        "saccades before an emulated 34x34 DVS"
+    )
+    return source_args, description, True
 
 
 @functools.lru_cache(maxsize=4)
@@ -248,7 +275,12 @@ def default_model(args: argparse.Namespace, source_args: list[str]) -> str | Non
     from models.runner import default_checkpoint_path
 
     replay = replay_path(source_args)
-    sensor = first_recording(replay)[1] if replay else SensorSize(128, 128)
+    if "--emulate" in source_args:
+        from streamer.emulated import EMULATED_DIGITS_SENSOR
+
+        sensor = EMULATED_DIGITS_SENSOR
+    else:
+        sensor = first_recording(replay)[1] if replay else SensorSize(128, 128)
     path = default_checkpoint_path(sensor)
     return str(path) if path is not None else None
 
@@ -286,6 +318,7 @@ def child_args(
     if is_replay:
         producer += ["--limit", str(args.limit)] if args.limit else []
         producer += ["--shuffle"] * args.shuffle + ["--loop"] * args.loop
+    producer += ["--seed", str(args.seed)] if args.emulate else []
     worker = ["--device", args.device, *quiet]
     worker += ["--model", model] if model else []
     worker += ["--hop-us", str(args.hop_us)] if args.hop_us else []
@@ -337,6 +370,10 @@ def check_args(args: argparse.Namespace) -> str | None:
             return f"{option}: {error}"
     if args.limit is not None and args.limit <= 0:
         return f"--limit must be positive, got {args.limit}"
+    if args.font and not args.emulate:
+        return "--font goes with --emulate digits"
+    if args.emulate and (args.shuffle or args.loop):
+        return "--shuffle and --loop are for replays (--emulate plays a seeded shuffle; --seed)"
     if args.screenshot and args.no_dashboard:
         return "--screenshot needs the dashboard (drop --no-dashboard)"
     return None

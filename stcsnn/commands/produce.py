@@ -1,7 +1,8 @@
 """`stcsnn produce`: publish one event source on ZeroMQ (wire protocol v1).
 
 Sources: ``--replay PATH`` (a recording, a folder of them, or a playlist),
-``--camera [SERIAL]``, ``--dv-stream HOST:PORT``, ``--synthetic RATE``.
+``--camera [SERIAL]``, ``--dv-stream HOST:PORT``, ``--synthetic RATE``, ``--emulate digits``
+(printed digits on N-MNIST's saccades before an emulated DVS, ``streamer/emulated.py``).
 Ctrl-C (SIGINT) or SIGTERM stops it cleanly: an ``end`` message goes out and
 the socket closes. See docs/sources.md.
 """
@@ -63,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--synthetic", type=parse_rate, metavar="RATE", help="synthetic events, e.g. 1M (ev/s)"
     )
+    source.add_argument(
+        "--emulate",
+        choices=["digits"],
+        help="a built-in scene before an emulated DVS: digits on N-MNIST's saccades (34x34)",
+    )
+    add_font_option(parser)
     pacing = parser.add_argument_group("pacing and chunking")
     pacing.add_argument(
         "--speed",
@@ -76,7 +83,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pacing.add_argument(
         "--gap-us", type=int, default=0, help="replay: event time between samples (default 0)"
     )
-    pacing.add_argument("--limit", type=int, help="replay: at most N recordings")
+    pacing.add_argument(
+        "--limit", type=int, help="replay: at most N recordings; --emulate: N samples"
+    )
     pacing.add_argument("--shuffle", action="store_true", help="replay: shuffle the recordings")
     pacing.add_argument("--seed", type=int, default=0, help="shuffle / synthetic seed (default 0)")
     pacing.add_argument(
@@ -133,6 +142,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_status_option(parser)
 
 
+def add_font_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--font",
+        action="append",
+        metavar="NAME",
+        help="--emulate digits: a DejaVu font of matplotlib's (DejaVuSans, DejaVuSerif,"
+        " DejaVuSansMono, DejaVuSans-Bold...); repeat for several (default DejaVuSans)",
+    )
+
+
 def _default_stream_id(args: argparse.Namespace, source) -> str:
     if args.stream_id:
         return args.stream_id
@@ -142,6 +161,8 @@ def _default_stream_id(args: argparse.Namespace, source) -> str:
         return "dv"
     if args.synthetic:
         return "synthetic"
+    if args.emulate:
+        return "emulated"
     return "replay"
 
 
@@ -167,6 +188,15 @@ def open_source(args: argparse.Namespace):
     if args.dv_stream:
         host, port = parse_host_port(args.dv_stream)
         return DvNetworkSource(host, port)
+    if args.emulate:
+        from streamer.emulated import EmulatedDigitsSource
+
+        return EmulatedDigitsSource(
+            samples=args.limit,
+            fonts=tuple(args.font or ("DejaVuSans",)),
+            seed=args.seed,
+            chunk_us=args.chunk_us,
+        )
     duration_us = None if args.duration_s is None else round(args.duration_s * 1e6)
     return SyntheticSource(
         args.synthetic,
@@ -199,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
         check_exposure(args.bind_any, curve, args.insecure)
         if args.chunk_us <= 0:
             raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
+        if args.font and not args.emulate:
+            raise ValueError("--font goes with --emulate digits")
         finite = not (args.loop or args.camera is not None or args.dv_stream) and not (
-            args.synthetic and args.duration_s is None
+            (args.synthetic and args.duration_s is None) or (args.emulate and not args.limit)
         )
         if args.preload and not finite:
             raise ValueError("--preload needs a finite source (--duration-s, no --loop)")

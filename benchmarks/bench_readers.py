@@ -1,9 +1,10 @@
-"""Reader throughput (events/s) of AEDAT 3.1, AEDAT4, N-MNIST and AEDAT 2.0 on 10 M-event files.
+"""Reader throughput (events/s) of every event-file format on 10 M-event files.
 
     .venv/bin/python benchmarks/bench_readers.py [--events N] [--reps R] [--formats ...]
 
 The same as ``stcsnn bench readers`` (see ``stcsnn/commands/bench_readers.py``
-for what is measured), writing benchmarks/results/readers.json unless --out
+for what is measured: AEDAT 3.1, AEDAT4, N-MNIST, AEDAT 2.0 DVS128 and DAVIS346,
+Prophesee EVT 3.0), writing benchmarks/results/readers.json unless --out
 says otherwise.
 """
 

@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/fuzz.py --replay TARGET CASE [--seed 0] [--save FILE]
 
 Targets (decoders): ``wire`` (``streamer.wire.decode``), ``wire_hypothesis`` (the
-same decoder on hypothesis-generated headers), ``aedat2``, ``aedat3``, ``nmnist``,
-``dvs_sign``, ``gesture_labels`` and ``aedat4`` (the readers of replay/formats).
+same decoder on hypothesis-generated headers), ``aedat2``, ``aedat2_davis``, ``aedat3``,
+``nmnist``, ``dvs_sign``, ``gesture_labels``, ``aedat4``, ``prophesee_evt2``,
+``prophesee_evt3``, ``prophesee_dat`` and ``event_stream`` (the readers of replay/formats).
 Every case takes a real seed input (a recording from the shared data, or a
 message ``wire.encode`` made of real events) and damages it with one to three
 mutations: bit flips, byte insertions and deletions, truncation, splicing with
@@ -95,7 +96,16 @@ SEED_FILES = {
     "dvs_sign": DVS_SIGN_SMALL,
     "gesture_labels": (GESTURE_LABELS,),
     "aedat4": (DVXPLORER,),
+    # The DVXplorer's events written as each camera's files (no real one in the shared data).
+    "aedat2_davis": (DVXPLORER,),
+    "prophesee_evt2": (DVXPLORER,),
+    "prophesee_evt3": (DVXPLORER,),
+    "prophesee_dat": (DVXPLORER,),
+    "event_stream": (DVXPLORER,),
 }
+NEW_FORMAT_TARGETS = (
+    "aedat2_davis", "prophesee_evt2", "prophesee_evt3", "prophesee_dat", "event_stream",
+)  # fmt: skip
 TARGET_NAMES = tuple(SEED_FILES)
 
 # --- extreme values -----------------------------------------------------------------------
@@ -982,6 +992,148 @@ def aedat4_seeds(root: Path) -> list[Seed]:
     ]
 
 
+# --- seeds of the new formats: the DVXplorer's events as each camera's files -----------
+
+DAVIS240C_CHIP = "eu.seebetter.ini.chips.davis.DAVIS240C"
+DAVIS346B_CHIP = "eu.seebetter.ini.chips.davis.Davis346B"
+DAVIS_APS_EVERY, DAVIS_IMU_EVERY, DAVIS_EXTERNAL_EVERY = 200, 450, 700
+NEW_FORMAT_SEED_EVENTS = 3000  # per seed: small files keep 100,000 cases in minutes
+
+
+def davis_extra_records(events: np.ndarray, sensor: SensorSize) -> tuple[list, list]:
+    """(positions, addresses) of APS samples, IMU samples (7 words) and external
+    input events to put among the DVS records, in jAER's DAVIS layout."""
+    positions, addresses = [], []
+    for k in range(0, len(events), DAVIS_APS_EVERY):
+        raw_x, raw_y = k % sensor.width, k % sensor.height
+        readout, adc = (k // DAVIS_APS_EVERY) % 2, (k * 7) % 1024
+        positions.append(k)
+        addresses.append((1 << 31) | (raw_y << 22) | (raw_x << 12) | (readout << 10) | adc)
+    for k in range(DAVIS_IMU_EVERY // 2, len(events), DAVIS_IMU_EVERY):
+        for code in range(7):
+            positions.append(k)
+            addresses.append(0x80000C00 | (code << 28) | (((k * 31 + code) & 0xFFFF) << 12))
+    for k in range(DAVIS_EXTERNAL_EVERY // 3, len(events), DAVIS_EXTERNAL_EVERY):
+        positions.append(k)
+        addresses.append(1 << 10)
+    return positions, addresses
+
+
+def davis_file(events: np.ndarray, sensor: SensorSize, chip: str, clock_start: int) -> bytes:
+    """A jAER DAVIS AEDAT 2.0 file of ``events`` with APS, IMU and external
+    input records among them, the clock starting at ``clock_start``."""
+    from replay.formats import aedat2_writer
+
+    dvs = aedat2_writer.encode_davis_addresses(events, sensor).astype(np.int64)
+    clock = events["timestamp"].astype(np.int64) - int(events["timestamp"][0]) + clock_start
+    positions, extras = davis_extra_records(events, sensor)
+    addresses = np.insert(dvs, positions, np.array(extras, dtype=np.int64))
+    times = np.insert(clock, positions, clock[np.minimum(positions, len(clock) - 1)])
+    header = aedat2_writer.header_bytes(chip, end_line=True)
+    return written_bytes(
+        lambda p: aedat2_writer.write_aedat2_records(p, addresses, times, header=header),
+        ".aedat",
+    )
+
+
+def aedat2_davis_seeds(root: Path) -> list[Seed]:
+    events = dvxplorer_recording(root).events
+    crop = events[(events["x"] < 240) & (events["y"] < 180)][:NEW_FORMAT_SEED_EVENTS]
+    whole = events[:NEW_FORMAT_SEED_EVENTS]  # 320x240 fits in 346x260
+    files = {
+        "DVXplorer 240x180 crop as DAVIS240C AEDAT 2.0 (APS, IMU, ext, wrap)": davis_file(
+            np.ascontiguousarray(crop), SensorSize(240, 180), DAVIS240C_CHIP, (1 << 32) - 5_000
+        ),
+        "DVXplorer events as Davis346B AEDAT 2.0 (APS, IMU, ext)": davis_file(
+            np.ascontiguousarray(whole), SensorSize(346, 260), DAVIS346B_CHIP, 1_000
+        ),
+    }
+    return [Seed(name, data, aedat2_fields(data)) for name, data in files.items()]
+
+
+def faery_written(kind: str, events: np.ndarray, sensor: SensorSize, zero_t0: bool) -> bytes:
+    """``events`` written by faery's own encoders (as its users' files are)."""
+    import faery
+    from faery import dat, es, evt
+
+    packed = np.zeros(len(events), dtype=faery.EVENTS_DTYPE)
+    packed["t"], packed["x"] = events["timestamp"], events["x"]
+    packed["y"], packed["on"] = events["y"], events["polarity"].astype(bool)
+
+    def write(path: Path) -> None:
+        if kind == "es":
+            packed["y"] = sensor.height - 1 - packed["y"]  # Event Stream counts y from the bottom
+            with es.Encoder(str(path), "dvs", zero_t0, tuple(sensor)) as encoder:
+                encoder.write(packed)
+        elif kind == "dat":
+            fields = [("t", "=u8"), ("x", "=u2"), ("y", "=u2"), ("payload", "u1")]
+            with dat.Encoder(str(path), "dat2", "cd", zero_t0, tuple(sensor)) as encoder:
+                encoder.write(packed.astype(fields, casting="unsafe"))
+        else:
+            with evt.Encoder(str(path), kind, zero_t0, tuple(sensor), True) as encoder:
+                encoder.write({"events": packed})
+
+    return written_bytes(write, {"es": ".es", "dat": ".dat"}.get(kind, ".raw"))
+
+
+def percent_header_fields(data: bytes, word_bytes: int) -> tuple[int, ...]:
+    """Starts and values of the ``%`` header lines, and the first 48 data words."""
+    fields, position = [], 0
+    while data[position : position + 1] == b"%" and b"\n" in data[position:]:
+        line_end = data.index(b"\n", position)
+        space = data.find(b" ", position + 2, line_end)
+        fields.extend([position, position + 2] + ([space + 1] if space > 0 else []))
+        position = line_end + 1
+    if data.startswith(b"%") and b"% Version" in data[:position]:  # DAT: type and size bytes
+        fields.extend([position, position + 1])
+        position += 2
+    words = range(position, min(len(data), position + 48 * word_bytes), word_bytes)
+    return tuple(fields + [w + k for w in words for k in range(0, word_bytes, 2)])
+
+
+def es_fields(data: bytes) -> tuple[int, ...]:
+    """The 20 header bytes and the first 64 bytes of events."""
+    return tuple(range(0, min(len(data), 20 + 64)))
+
+
+def real_events_for(root: Path, stretch: int = 1) -> np.ndarray:
+    """The DVXplorer's first events, their times ``stretch`` times as far apart."""
+    events = np.array(dvxplorer_recording(root).events[:NEW_FORMAT_SEED_EVENTS])
+    t0 = events["timestamp"][0]
+    events["timestamp"] = t0 + (events["timestamp"] - t0) * stretch
+    return events
+
+
+def prophesee_seeds(root: Path, kind: str) -> list[Seed]:
+    """faery-written files of real events (the camera's clock, with '% t0'; 0-based
+    on a Gen4 sensor; for EVT 3.0 stretched past the 24-bit time's 16.8 s wrap)
+    and the hand-built samples of replay.formats.prophesee_samples."""
+    from replay.formats import prophesee_samples as samples
+
+    events = real_events_for(root)
+    zero_based = np.array(events)
+    zero_based["timestamp"] -= zero_based["timestamp"][0]
+    clock = "zero_t0" if kind == "es" else "t0"  # .es keeps no t0: faery starts at 0
+    files = {
+        f"DVXplorer events, faery {kind}, 640x480, {clock}": faery_written(
+            kind, events, samples.VGA, zero_t0=True
+        ),
+        f"DVXplorer events, faery {kind}, 1280x720": faery_written(
+            kind, zero_based, samples.HD, zero_t0=False
+        ),
+    }
+    if kind == "evt3":
+        stretched = real_events_for(root, stretch=40)  # 0.59 s -> 23.6 s
+        files["DVXplorer events x40 in time, faery evt3, 640x480, t0"] = faery_written(
+            kind, stretched, samples.VGA, zero_t0=True
+        )
+    files |= {f"hand-built {s.name}": s.data for s in samples.all_samples() if s.kind == kind}
+    if kind == "es":
+        return [Seed(name, data, es_fields(data)) for name, data in files.items()]
+    word = {"evt2": 4, "evt3": 2, "dat": 8}[kind]
+    return [Seed(name, data, percent_header_fields(data, word)) for name, data in files.items()]
+
+
 def count_image(events: np.ndarray, sensor: SensorSize) -> np.ndarray:
     image = np.zeros((2, sensor.height, sensor.width), dtype=np.int64)
     np.add.at(image, (events["polarity"], events["y"], events["x"]), 1)
@@ -1070,7 +1222,19 @@ DECODERS = {
     "aedat4": "replay.formats.aedat4: read_aedat4, aedat4_info(count_elements=True) "
     f"(dv-processing in a child process, stall timeout {AEDAT4_STALL_TIMEOUT_S:g} s)",
 }
-SMALL_CHUNK_EVENTS = {"aedat2": 257, "aedat3": 300, "nmnist": 333}
+DECODERS |= {
+    "aedat2_davis": "replay.formats.aedat2 on DAVIS240C/Davis346B files: read_aedat2, "
+    "iter_aedat2 (257-event chunks, on_out_of_sensor='skip'); replay.formats.read_recording",
+    "prophesee_evt2": "replay.formats.prophesee on EVT 2.0 .raw (faery): read_prophesee, "
+    "iter_prophesee (257-event chunks); replay.formats.read_recording",
+    "prophesee_evt3": "replay.formats.prophesee on EVT 3.0 .raw (faery): read_prophesee, "
+    "iter_prophesee (257-event chunks); replay.formats.read_recording",
+    "prophesee_dat": "replay.formats.prophesee on DAT (faery): read_prophesee, "
+    "iter_prophesee (257-event chunks); replay.formats.read_recording",
+    "event_stream": "replay.formats.event_stream on .es (faery): read_event_stream, "
+    "iter_event_stream (257-event chunks); replay.formats.read_recording",
+}
+SMALL_CHUNK_EVENTS = {"aedat2": 257, "aedat3": 300, "nmnist": 333, "faery": 257}
 
 
 def read_any(path: Path) -> None:
@@ -1153,6 +1317,34 @@ def aedat4_info_counting(path: Path) -> None:
     aedat4_info(path, count_elements=True, stall_timeout_s=AEDAT4_STALL_TIMEOUT_S)
 
 
+def read_prophesee_file(path: Path) -> None:
+    from replay.formats.prophesee import read_prophesee
+
+    check_recording(read_prophesee(path))
+
+
+def iter_prophesee_chunks(path: Path) -> None:
+    from replay.formats.prophesee import iter_prophesee, prophesee_sensor
+
+    size = SMALL_CHUNK_EVENTS["faery"]
+    sensor = prophesee_sensor(path)
+    check_chunks(list(iter_prophesee(path, chunk_events=size)), sensor, size)
+
+
+def read_event_stream_file(path: Path) -> None:
+    from replay.formats.event_stream import read_event_stream
+
+    check_recording(read_event_stream(path))
+
+
+def iter_event_stream_chunks(path: Path) -> None:
+    from replay.formats.event_stream import iter_event_stream, read_event_stream_header
+
+    size = SMALL_CHUNK_EVENTS["faery"]
+    sensor = read_event_stream_header(path).sensor
+    check_chunks(list(iter_event_stream(path, chunk_events=size)), sensor, size)
+
+
 # --- targets ------------------------------------------------------------------------------
 
 
@@ -1218,8 +1410,39 @@ def wire_target(seeds: list[Seed], name: str = "wire") -> Target:
     return Target(name, DECODERS[name], seeds, make_case, run, save)
 
 
+def new_format_target(name: str, root: Path) -> Target:
+    """A target of the formats read since issue 15 (see ``NEW_FORMAT_TARGETS``)."""
+    if name == "aedat2_davis":
+        readers = {"read_aedat2": read_aedat2_file, "iter_aedat2": iter_aedat2_skipping}
+        seeds = aedat2_davis_seeds(root)
+        return file_target(
+            name, seeds, ".aedat", readers | {"read_recording": read_any}, mutate_seed_bytes
+        )
+    if name == "event_stream":
+        readers = {
+            "read_event_stream": read_event_stream_file,
+            "iter_event_stream": iter_event_stream_chunks,
+        }
+        seeds = prophesee_seeds(root, "es")
+        return file_target(
+            name, seeds, ".es", readers | {"read_recording": read_any}, mutate_seed_bytes
+        )
+    kind = name.removeprefix("prophesee_")
+    readers = {"read_prophesee": read_prophesee_file, "iter_prophesee": iter_prophesee_chunks}
+    suffix = ".dat" if kind == "dat" else ".raw"
+    return file_target(
+        name,
+        prophesee_seeds(root, kind),
+        suffix,
+        readers | {"read_recording": read_any},
+        mutate_seed_bytes,
+    )
+
+
 def build_target(name: str, root: Path) -> Target:
     """The target ``name`` with its seeds read from (or made of) the real data at ``root``."""
+    if name in NEW_FORMAT_TARGETS:
+        return new_format_target(name, root)
     if name in ("wire", "wire_hypothesis"):
         return wire_target(wire_seeds(root), name)
     if name == "aedat2":

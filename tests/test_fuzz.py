@@ -35,6 +35,14 @@ CASES = {
     "gesture_labels": 600,
     "aedat4": 3,  # a child process each, and a 1 s stall timeout on corrupt packets
 }
+# The formats read since issue 15 (the DVXplorer's events written as each camera's files).
+CASES |= {
+    "aedat2_davis": 400,
+    "prophesee_evt2": 300,
+    "prophesee_evt3": 300,
+    "prophesee_dat": 300,
+    "event_stream": 300,
+}
 HYPOTHESIS_CASES = 100
 
 # (targets, exception type, text in its message): bugs reported, not yet fixed.

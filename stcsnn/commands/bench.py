@@ -11,7 +11,7 @@ import importlib
 
 BENCHMARKS = {
     "compress": "spatio-temporal compression and count-frame throughput",
-    "readers": "file reader throughput (AEDAT 3.1, AEDAT4, N-MNIST)",
+    "readers": "file reader throughput (AEDAT 3.1, AEDAT4, N-MNIST, AEDAT 2.0, Prophesee EVT 3.0)",
     "latency": "per-stage latency of the real producer and worker processes",
     "throughput": "events/s through producer -> worker lossless, beside the bare compressor",
 }

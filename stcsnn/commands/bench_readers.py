@@ -10,7 +10,12 @@ wrong reader cannot report a figure.
 The events are synthetic (uniform pixels and polarities, sorted timestamps at
 1.25 M events/s, so 10 M events span 8 s: within the 23-bit µs timestamps of a
 single N-MNIST file). AEDAT 3.1 and AEDAT 2.0 use the DVS128 sensor (128x128),
-AEDAT4 a DAVIS346 (346x260), N-MNIST its 34x34. AEDAT4 goes through
+AEDAT4 a DAVIS346 (346x260), N-MNIST its 34x34; ``aedat2_davis`` is AEDAT 2.0 as
+jAER writes a Davis346B (32-bit DAVIS addresses, 346x260) and ``prophesee_evt3``
+a Prophesee RAW EVT 3.0 file of a Gen4 sensor (1280x720) written by faery's
+encoder and read by ``replay.formats.prophesee`` (faery's decoder, the copy into
+EVENT_DTYPE and its checks; benchmarks/bench_prophesee.py compares it with the
+other libraries and the other Prophesee formats). AEDAT4 goes through
 dv-processing in a child process (see ``replay.formats.aedat4``), which includes
 starting that process in every read. The machine is shared: the spread between
 min and max says how much other load disturbed the medians.
@@ -40,8 +45,11 @@ SENSORS = {
     "aedat4": SensorSize(346, 260),
     "nmnist": SensorSize(34, 34),
     "aedat2": SensorSize(128, 128),
+    "aedat2_davis": SensorSize(346, 260),
+    "prophesee_evt3": SensorSize(1280, 720),
 }
-DEFAULT_FORMATS = ("aedat3", "aedat4", "nmnist", "aedat2")
+DEFAULT_FORMATS = ("aedat3", "aedat4", "nmnist", "aedat2", "aedat2_davis", "prophesee_evt3")
+DAVIS346_CHIP = "eu.seebetter.ini.chips.davis.Davis346B"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +78,10 @@ def _readers(name: str):
     )
 
     sensor = SENSORS[name]
+    if name == "aedat2_davis":
+        return _davis_readers(sensor)
+    if name == "prophesee_evt3":
+        return _evt3_readers(sensor)
     if name == "aedat3":
         return (
             lambda p, e: aedat3_writer.write_aedat3(p, e, sensor),
@@ -95,7 +107,51 @@ def _readers(name: str):
     )
 
 
-SUFFIXES = {"aedat3": ".aedat", "aedat4": ".aedat4", "nmnist": ".bin", "aedat2": ".aedat"}
+def _davis_readers(sensor: SensorSize):
+    """AEDAT 2.0 as jAER writes a DAVIS346: DAVIS addresses after a header naming the chip."""
+    from replay.formats import aedat2, aedat2_writer
+
+    def write(path: Path, events: np.ndarray) -> None:
+        addresses = aedat2_writer.encode_davis_addresses(events, sensor)
+        header = aedat2_writer.header_bytes(DAVIS346_CHIP, end_line=True)
+        aedat2_writer.write_aedat2_records(path, addresses, events["timestamp"], header=header)
+
+    return (
+        write,
+        lambda p: aedat2.read_aedat2(p).events,
+        lambda p: aedat2.iter_aedat2(p, chunk_events=CHUNK_EVENTS),
+    )
+
+
+def _evt3_readers(sensor: SensorSize):
+    """Prophesee RAW EVT 3.0 written by faery's encoder, read by replay.formats.prophesee."""
+    from replay.formats import prophesee
+
+    def write(path: Path, events: np.ndarray) -> None:
+        import faery
+        from faery import evt
+
+        packed = np.zeros(len(events), dtype=faery.EVENTS_DTYPE)
+        packed["t"], packed["x"] = events["timestamp"], events["x"]
+        packed["y"], packed["on"] = events["y"], events["polarity"].astype(bool)
+        with evt.Encoder(str(path), "evt3", False, tuple(sensor), True) as encoder:
+            encoder.write({"events": packed})
+
+    return (
+        write,
+        lambda p: prophesee.read_prophesee(p).events,
+        lambda p: prophesee.iter_prophesee(p, chunk_events=CHUNK_EVENTS),
+    )
+
+
+SUFFIXES = {
+    "aedat3": ".aedat",
+    "aedat4": ".aedat4",
+    "nmnist": ".bin",
+    "aedat2": ".aedat",
+    "aedat2_davis": ".aedat",
+    "prophesee_evt3": ".raw",
+}
 
 
 def event_rates(times_s: list[float], count: int) -> dict:
@@ -179,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for name, figures in result["formats"].items():
             print(
-                f"{name:<7} read {figures['read']['median_events_per_s'] / 1e6:7.1f} M events/s"
+                f"{name:<14} read {figures['read']['median_events_per_s'] / 1e6:7.1f} M events/s"
                 f"  iter {figures['iter']['median_events_per_s'] / 1e6:7.1f} M events/s"
                 f"  write {figures['write_events_per_s'] / 1e6:6.1f} M events/s"
                 f"  ({figures['bytes_per_event']:.1f} bytes/event)"

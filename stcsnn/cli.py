@@ -23,6 +23,7 @@ COMMANDS = {
     "dashboard": "live window over a worker's predictions and event previews (pyqtgraph)",
     "worker": "classify producers' event streams step by step, publish predictions on ZeroMQ",
     "demo": "producer, worker and a live view of the predictions as processes in one command",
+    "convert": "videos -> emulated DVS recordings (AEDAT4) and training samples in class folders",
     "keys": "a CURVE key pair for sockets that bind beyond loopback (docs/security.md)",
 }
 

@@ -4,6 +4,7 @@
     stcsnn demo --replay ../shared/data/nmnist/Train --limit 50 --speed 4
     stcsnn demo --camera [SERIAL] | --dv-stream HOST:PORT | --synthetic 1M
     stcsnn demo --emulate digits [--font DejaVuSerif] [--limit 100]   # no camera, no data
+    stcsnn demo --video FILE [--sensor 128x128] | --webcam [N]        # an emulated DVS
     stcsnn demo --replay DIR --no-dashboard --speed max --json   # one JSON object at the end
 
 Ctrl-C stops every process cleanly (and prints the summary so far); so does
@@ -25,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from stcsnn.commands.produce import add_font_option
+from stcsnn.commands.produce import add_font_option, add_video_options, parse_sensor
 from stcsnn.commands.worker import add_step_options
 from streamer import wire
 from streamer.pacing import parse_speed
@@ -54,7 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["digits"],
         help="printed digits on N-MNIST's saccades before an emulated 34x34 DVS, labelled",
     )
+    add_video_options(source)
     add_font_option(parser)
+    parser.add_argument(
+        "--sensor",
+        type=parse_sensor,
+        help="--video, --webcam: the emulated sensor WIDTHxHEIGHT (default 128x128)",
+    )
     parser.add_argument(
         "--model",
         metavar="CKPT",
@@ -74,7 +81,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shuffle", action="store_true", help="replay: shuffle the recordings")
     parser.add_argument(
-        "--seed", type=int, default=0, help="--emulate: the digits' order and pixel mismatch"
+        "--seed",
+        type=int,
+        default=0,
+        help="--emulate: the digits' order and pixel mismatch; --video, --webcam: pixel mismatch",
     )
     parser.add_argument("--loop", action="store_true", help="replay: play again and again")
     parser.add_argument(
@@ -130,6 +140,8 @@ def default_source(args: argparse.Namespace, workdir: Path) -> tuple[list[str], 
         return ["--synthetic", args.synthetic], f"synthetic events at {args.synthetic} ev/s", False
     if args.emulate:
         return emulated_source(args)
+    if args.video or args.webcam is not None:
+        return video_source(args)
     args.shuffle = True
     nmnist = data_root() / "nmnist" / "Train"
     held_out = held_out_nmnist() if nmnist.is_dir() else None
@@ -162,6 +174,18 @@ def emulated_source(args: argparse.Namespace) -> tuple[list[str], str, bool]:
         "saccades before an emulated 34x34 DVS"
     )
     return source_args, description, True
+
+
+def video_source(args: argparse.Namespace) -> tuple[list[str], str, bool]:
+    """A video file (finite: played like a replay, lossless) or a webcam (live), before
+    an emulated DVS of ``--sensor``."""
+    width, height = args.sensor or (128, 128)
+    sensor_args = ["--sensor", f"{width}x{height}"]
+    if args.video:
+        description = f"video {args.video} before an emulated {width}x{height} DVS"
+        return ["--video", args.video, *sensor_args], description, True
+    description = f"webcam {args.webcam} before an emulated {width}x{height} DVS"
+    return ["--webcam", str(args.webcam), *sensor_args], description, False
 
 
 @functools.lru_cache(maxsize=4)
@@ -279,6 +303,8 @@ def default_model(args: argparse.Namespace, source_args: list[str]) -> str | Non
         from streamer.emulated import EMULATED_DIGITS_SENSOR
 
         sensor = EMULATED_DIGITS_SENSOR
+    elif "--sensor" in source_args:  # --video, --webcam
+        sensor = SensorSize(*parse_sensor(source_args[source_args.index("--sensor") + 1]))
     else:
         sensor = first_recording(replay)[1] if replay else SensorSize(128, 128)
     path = default_checkpoint_path(sensor)
@@ -318,7 +344,8 @@ def child_args(
     if is_replay:
         producer += ["--limit", str(args.limit)] if args.limit else []
         producer += ["--shuffle"] * args.shuffle + ["--loop"] * args.loop
-    producer += ["--seed", str(args.seed)] if args.emulate else []
+    emulated = args.emulate or args.video or args.webcam is not None
+    producer += ["--seed", str(args.seed)] if emulated else []
     worker = ["--device", args.device, *quiet]
     worker += ["--model", model] if model else []
     worker += ["--hop-us", str(args.hop_us)] if args.hop_us else []
@@ -374,8 +401,29 @@ def check_args(args: argparse.Namespace) -> str | None:
         return "--font goes with --emulate digits"
     if args.emulate and (args.shuffle or args.loop):
         return "--shuffle and --loop are for replays (--emulate plays a seeded shuffle; --seed)"
+    if args.sensor and not (args.video or args.webcam is not None):
+        return "--sensor goes with --video or --webcam"
+    if args.video and (args.shuffle or args.limit):
+        return "--shuffle and --limit are for replays (--video plays the file once; --loop)"
+    if args.video:
+        problem = video_problem(args.video)
+        if problem:
+            return problem
     if args.screenshot and args.no_dashboard:
         return "--screenshot needs the dashboard (drop --no-dashboard)"
+    return None
+
+
+def video_problem(path: str) -> str | None:
+    """Why ``--video`` cannot play (no OpenCV, no file, no frame), found before any
+    process starts: one line instead of a failing producer's."""
+    from core.source import SourceError
+    from streamer.video import VideoSource
+
+    try:
+        VideoSource(path)
+    except SourceError as error:
+        return str(error)
     return None
 
 

@@ -2,7 +2,8 @@
 
 Sources: ``--replay PATH`` (a recording, a folder of them, or a playlist),
 ``--camera [SERIAL]``, ``--dv-stream HOST:PORT``, ``--synthetic RATE``, ``--emulate digits``
-(printed digits on N-MNIST's saccades before an emulated DVS, ``streamer/emulated.py``).
+(printed digits on N-MNIST's saccades before an emulated DVS, ``streamer/emulated.py``),
+``--video FILE`` and ``--webcam [N]`` (frames before an emulated DVS, ``streamer/video.py``).
 Ctrl-C (SIGINT) or SIGTERM stops it cleanly: an ``end`` message goes out and
 the socket closes. See docs/sources.md.
 """
@@ -69,6 +70,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["digits"],
         help="a built-in scene before an emulated DVS: digits on N-MNIST's saccades (34x34)",
     )
+    add_video_options(source)
     add_font_option(parser)
     pacing = parser.add_argument_group("pacing and chunking")
     pacing.add_argument(
@@ -76,7 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="1",
         help="replay/synthetic speed: 1 = real time, 2 = twice, 'max' = unpaced (default 1)",
     )
-    pacing.add_argument("--loop", action="store_true", help="replay again and again")
+    pacing.add_argument("--loop", action="store_true", help="replay (or --video) again and again")
     pacing.add_argument(
         "--chunk-us", type=int, default=1000, help="event time per message (default 1000 µs)"
     )
@@ -95,7 +97,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--sensor",
         type=parse_sensor,
         default=(128, 128),
-        help="synthetic: sensor WIDTHxHEIGHT (default 128x128)",
+        help="synthetic, --video, --webcam: sensor WIDTHxHEIGHT (default 128x128)",
     )
     pacing.add_argument(
         "--preload",
@@ -152,6 +154,23 @@ def add_font_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_video_options(source) -> None:
+    """``--video`` and ``--webcam`` in a source group (produce and demo share them)."""
+    source.add_argument(
+        "--video",
+        metavar="FILE",
+        help="a video file before an emulated DVS (needs pip install 'stcsnn[video]')",
+    )
+    source.add_argument(
+        "--webcam",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="N",
+        help="webcam N (default 0) before an emulated DVS, live (needs OpenCV, as --video)",
+    )
+
+
 def _default_stream_id(args: argparse.Namespace, source) -> str:
     if args.stream_id:
         return args.stream_id
@@ -163,6 +182,10 @@ def _default_stream_id(args: argparse.Namespace, source) -> str:
         return "synthetic"
     if args.emulate:
         return "emulated"
+    if args.video:
+        return "video"
+    if args.webcam is not None:
+        return f"webcam{args.webcam}"
     return "replay"
 
 
@@ -197,6 +220,8 @@ def open_source(args: argparse.Namespace):
             seed=args.seed,
             chunk_us=args.chunk_us,
         )
+    if args.video or args.webcam is not None:
+        return open_video_source(args)
     duration_us = None if args.duration_s is None else round(args.duration_s * 1e6)
     return SyntheticSource(
         args.synthetic,
@@ -205,6 +230,19 @@ def open_source(args: argparse.Namespace):
         duration_us=duration_us,
         seed=args.seed,
     )
+
+
+def open_video_source(args: argparse.Namespace):
+    """``--video FILE`` or ``--webcam [N]`` at ``--sensor`` (raises SourceError)."""
+    from core.events import SensorSize
+    from streamer.video import VideoSource, WebcamSource
+
+    sensor = SensorSize(*args.sensor)
+    if args.video:
+        return VideoSource(
+            args.video, sensor=sensor, seed=args.seed, loop=args.loop, chunk_us=args.chunk_us
+        )
+    return WebcamSource(args.webcam, sensor=sensor, seed=args.seed, chunk_us=args.chunk_us)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,7 +269,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
         if args.font and not args.emulate:
             raise ValueError("--font goes with --emulate digits")
-        finite = not (args.loop or args.camera is not None or args.dv_stream) and not (
+        if args.limit is not None and (args.video or args.webcam is not None):
+            raise ValueError("--limit is for --replay and --emulate")
+        live = args.camera is not None or args.dv_stream or args.webcam is not None
+        finite = not (args.loop or live) and not (
             (args.synthetic and args.duration_s is None) or (args.emulate and not args.limit)
         )
         if args.preload and not finite:

@@ -23,6 +23,7 @@ from core.events import SensorSize, concat_events, make_events
 from core.labels import LabelSegment
 from replay.formats.aedat2_writer import write_aedat2
 from replay.formats.aedat3_writer import write_aedat3
+from replay.formats.dvs_sign_writer import write_dvs_sign
 from replay.formats.gesture_labels_writer import write_gesture_labels
 from replay.formats.nmnist_writer import write_nmnist
 
@@ -331,12 +332,6 @@ def write_dvs_sign_folder(
                 frames = np.ceil(events["timestamp"] / frame_us).clip(min=1)
                 events["timestamp"] = np.rint(frames * frame_us).astype(np.int64)
                 path = root / split / str(label) / f"{i}.npz"
-                np.savez(
-                    path,
-                    t_us=events["timestamp"].astype(np.uint32),
-                    x=events["x"].astype(np.uint8),
-                    y=events["y"].astype(np.uint8),
-                    p=events["polarity"].astype(np.uint8),
-                )
+                write_dvs_sign(path, events)
                 written.append(SampleFile(path, label, events))
     return written

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from core.events import EVENT_DTYPE, EventValidationError, FormatError
+from core.events import EVENT_DTYPE, EventValidationError, FormatError, make_events
 from replay.formats.dvs_sign import DVS_SIGN_SENSOR, read_dvs_sign
+from replay.formats.dvs_sign_writer import write_dvs_sign
 
 
 def columns(count=300, seed=0):
@@ -178,3 +179,17 @@ def test_zip_features_python_cannot_read_are_format_errors(tmp_path):
         with pytest.raises(FormatError) as error:
             read_dvs_sign(path)
         assert str(path) in str(error.value)
+
+
+def test_write_dvs_sign_reads_back_exactly_and_refuses_what_it_cannot_hold(tmp_path):
+    n = np.arange(500)
+    events = make_events(1_000 + 33_333 * (n // 50), n % 128, (n * 7) % 128, n % 2)
+    write_dvs_sign(tmp_path / "a.npz", events)
+    assert np.array_equal(read_dvs_sign(tmp_path / "a.npz").events, events)
+    too_late = make_events([0, 1 << 32], [0, 0], [0, 0], [1, 0])
+    with pytest.raises(EventValidationError, match="event 1: timestamp 4294967296"):
+        write_dvs_sign(tmp_path / "b.npz", too_late)
+    outside = make_events([0, 1], [0, 128], [0, 0], [1, 0])
+    with pytest.raises(EventValidationError, match="event 1"):
+        write_dvs_sign(tmp_path / "c.npz", outside)
+    assert not (tmp_path / "b.npz").exists() and not (tmp_path / "c.npz").exists()

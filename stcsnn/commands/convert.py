@@ -82,11 +82,10 @@ def unique_name(folder: Path, stem: str, taken: set[Path]) -> Path:
 
 def write_sample(events, sensor, label: int, name: str, out: Path, taken: set[Path]) -> tuple:
     """The AEDAT4 recording and the DVS_Sign sample of one video: (aedat4, npz) paths."""
-    import numpy as np
-
     from core.adapt import SensorAdapter
     from core.events import SensorSize
     from replay.formats.aedat4_writer import write_aedat4
+    from replay.formats.dvs_sign_writer import write_dvs_sign
 
     aedat4_dir, train_dir = out / "aedat4" / str(label), out / "train" / str(label)
     aedat4_dir.mkdir(parents=True, exist_ok=True)
@@ -96,18 +95,12 @@ def write_sample(events, sensor, label: int, name: str, out: Path, taken: set[Pa
     write_aedat4(aedat4, events, sensor)
     adapted = SensorAdapter(sensor, SensorSize(*TRAIN_SENSOR)).adapt(events)
     npz = train_dir / f"{base}.npz"
-    np.savez(
-        npz,
-        t_us=adapted["timestamp"].astype(np.uint32),
-        x=adapted["x"].astype(np.uint8),
-        y=adapted["y"].astype(np.uint8),
-        p=adapted["polarity"].astype(np.uint8),
-    )
+    write_dvs_sign(npz, adapted)
     return aedat4, npz, len(adapted)
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.events import SensorSize
+    from core.events import EventError, SensorSize
     from core.source import SourceError
     from streamer.video import emulate_video
 
@@ -123,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     for video in videos:
         try:
             events = emulate_video(video, sensor=sensor, seed=args.seed)
-        except SourceError as error:
+            aedat4, npz, kept = write_sample(events, sensor, labels[video], video.stem, out, taken)
+        except (SourceError, EventError) as error:  # a video too long for DVS_Sign's uint32 µs
             print(f"stcsnn convert: {error}", file=sys.stderr)
             return 1
-        aedat4, npz, kept = write_sample(events, sensor, labels[video], video.stem, out, taken)
         duration_s = float(events["timestamp"][-1]) / 1e6 if len(events) else 0.0
         print(
             f"{video} -> class {labels[video]}: {len(events)} events over {duration_s:.2f} s "

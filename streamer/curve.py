@@ -119,6 +119,28 @@ class Authenticator:
             self._thread = None
 
 
+class ServingContext:
+    """The ZeroMQ context a producer or worker serves from: the caller's, or its own,
+    with the CURVE authenticator where ``curve`` serves. ``close`` stops the
+    authenticator and terminates an own context, which waits for the queued messages
+    to go out (up to the sockets' linger). Without that, a process that exits next
+    frees the arrays still being sent without a copy: lost messages, or a crash in
+    ZeroMQ's I/O thread."""
+
+    def __init__(self, context, curve: Curve | None):
+        import zmq
+
+        self.owned = context is None
+        self.context = context or zmq.Context()
+        self.authenticator = Authenticator(self.context, curve)
+
+    def close(self, terminate: bool = True) -> None:
+        """``terminate=False`` where a socket of the context may still be open."""
+        self.authenticator.stop()
+        if self.owned and terminate:
+            self.context.term()
+
+
 def check_exposure(bind_any: bool, curve: Curve | None, insecure: bool) -> None:
     """Refuse to serve beyond loopback without CURVE, unless ``insecure``."""
     from streamer.transport import EndpointError

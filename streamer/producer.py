@@ -43,7 +43,7 @@ import zmq
 
 from core.source import Labels, Source, SourceEnd
 from streamer import wire
-from streamer.curve import Authenticator, Curve, check_exposure
+from streamer.curve import Curve, ServingContext, check_exposure
 from streamer.pacing import Pacer
 from streamer.transport import Subscriptions, bind_xpub, check_endpoint
 
@@ -274,19 +274,11 @@ def run_producer(
     if on_full not in ("drop", "block"):
         raise ValueError(f"on_full must be 'drop' or 'block', got {on_full!r}")
     stop_event = stop_event or threading.Event()
-    # Our own context unless given one: terminating it is what waits for the queued
-    # messages (lingering) before we return. Without that, a process that exits
-    # next frees the arrays still being sent without a copy: lost messages, or a
-    # crash in ZeroMQ's I/O thread.
-    owned_context = context is None
-    context = context or zmq.Context()
-    authenticator = Authenticator(context, curve)
+    serving = ServingContext(context, curve)  # closing it waits for the queued messages
     try:
-        socket = bind_xpub(context, endpoint, send_hwm, linger_ms, curve)
+        socket = bind_xpub(serving.context, endpoint, send_hwm, linger_ms, curve)
     except BaseException:
-        authenticator.stop()
-        if owned_context:
-            context.term()
+        serving.close()
         raise
     stats = ProducerStats(
         stream_id=stream_id,
@@ -337,9 +329,7 @@ def run_producer(
                 log.warning("end message not delivered: a subscriber's queue stayed full")
         finally:
             socket.close(flush_ms)
-            authenticator.stop()
-            if owned_context:
-                context.term()  # returns once the queue is sent, or after flush_ms
+            serving.close()  # returns once the queue is sent, or after flush_ms
             source.close()
         log.info(
             "stream %r ended (%s): %d events in %d messages, %.2f s",

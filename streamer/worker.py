@@ -67,7 +67,7 @@ from streamer.classifier import (
     Classifier,
     ClassifierOptions,
 )
-from streamer.curve import Authenticator, Curve, check_exposure
+from streamer.curve import Curve, ServingContext, check_exposure
 from streamer.stream_pipeline import Outbox, StreamModel
 from streamer.transport import PeerMonitor, Subscriptions, bind_xpub, check_endpoint
 from streamer.worker_queue import Pending, PendingQueue
@@ -373,18 +373,14 @@ def run_worker(
     prediction socket is bound; the input is connected only after
     ``options.wait_subscribers`` subscribers of predictions have arrived."""
     stop_event = stop_event or threading.Event()
-    # Our own context unless given one: terminating it waits for the last messages
-    # (the final stats, a forwarded end) to go out before we return (run_producer).
-    owned_context = context is None
-    context = context or zmq.Context()
+    # Closing it waits for the last messages (the final stats, a forwarded end).
+    serving = ServingContext(context, options.curve)
+    context = serving.context
     started_s = time.monotonic()
-    authenticator = Authenticator(context, options.curve)
     try:
         publisher = Publisher(context, options)
     except BaseException:
-        authenticator.stop()
-        if owned_context:
-            context.term()
+        serving.close()
         raise
     outbox = Outbox(publisher.send, session=uuid.uuid4().hex[:12])
     classifier = Classifier(model, options.classifier_options(), outbox)
@@ -437,7 +433,5 @@ def run_worker(
         finally:
             classifier.close()
             publisher.close()
-            authenticator.stop()
-            if owned_context and not receiver.is_alive():  # it closes its own socket
-                context.term()
+            serving.close(terminate=not receiver.is_alive())  # it closes its own socket
     return result

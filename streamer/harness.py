@@ -175,12 +175,13 @@ def compressor_events_per_s(chunks: list[np.ndarray], compression: CompressionCo
     sensor), merged into pushes of at least COMPRESSOR_PUSH_EVENTS (as a worker at full
     speed merges what is pending; fewer, larger pushes are the compressor's best
     case): median events/s of three passes, after one warm-up pass."""
-    pushes, piece = [], []
+    pushes, piece, piece_events = [], [], 0
     for chunk in chunks:
         piece.append(chunk)
-        if sum(len(c) for c in piece) >= COMPRESSOR_PUSH_EVENTS:
+        piece_events += len(chunk)
+        if piece_events >= COMPRESSOR_PUSH_EVENTS:
             pushes.append(concat_events(piece))
-            piece = []
+            piece, piece_events = [], 0
     pushes += [concat_events(piece)] if piece else []
     events = sum(len(p) for p in pushes)
     seconds = []

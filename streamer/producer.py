@@ -153,6 +153,7 @@ class _Audience:
 
     def __init__(self, subscriptions: Subscriptions, stream_id: str, endpoint: str):
         self.subscriptions = subscriptions
+        self.endpoint = endpoint
         self.where = f"stream {stream_id!r} on {endpoint}"
         self.alone_since: float | None = None
         self.warned = False
@@ -171,7 +172,7 @@ class _Audience:
                 "%s: nobody subscribes; its events go nowhere (start a worker with "
                 "--connect %s, or give --wait-subscribers 1 to hold the stream)",
                 self.where,
-                self.where.rsplit(" on ", 1)[1],
+                self.endpoint,
             )
 
 

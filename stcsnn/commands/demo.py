@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from stcsnn.commands.produce import add_font_option, add_video_options, parse_sensor
+from stcsnn.commands.produce import add_emulated_sources, parse_sensor
 from stcsnn.commands.worker import add_step_options
 from streamer import wire
 from streamer.pacing import parse_speed
@@ -50,13 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--dv-stream", metavar="HOST:PORT", help="the DV software's network output")
     source.add_argument("--synthetic", metavar="RATE", help="synthetic events, e.g. 1M (ev/s)")
-    source.add_argument(
-        "--emulate",
-        choices=["digits"],
-        help="printed digits on N-MNIST's saccades before an emulated 34x34 DVS, labelled",
-    )
-    add_video_options(source)
-    add_font_option(parser)
+    add_emulated_sources(source, parser)
     parser.add_argument(
         "--sensor",
         type=parse_sensor,

@@ -65,13 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--synthetic", type=parse_rate, metavar="RATE", help="synthetic events, e.g. 1M (ev/s)"
     )
-    source.add_argument(
-        "--emulate",
-        choices=["digits"],
-        help="a built-in scene before an emulated DVS: digits on N-MNIST's saccades (34x34)",
-    )
-    add_video_options(source)
-    add_font_option(parser)
+    add_emulated_sources(source, parser)
     pacing = parser.add_argument_group("pacing and chunking")
     pacing.add_argument(
         "--speed",
@@ -144,18 +138,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_status_option(parser)
 
 
-def add_font_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--font",
-        action="append",
-        metavar="NAME",
-        help="--emulate digits: a DejaVu font of matplotlib's (DejaVuSans, DejaVuSerif,"
-        " DejaVuSansMono, DejaVuSans-Bold...); repeat for several (default DejaVuSans)",
+def add_emulated_sources(source, parser: argparse.ArgumentParser) -> None:
+    """``--emulate``, ``--video`` and ``--webcam`` in a source group, and ``--font``
+    (produce and demo share them)."""
+    source.add_argument(
+        "--emulate",
+        choices=["digits"],
+        help="a built-in scene before an emulated DVS: printed digits on N-MNIST's"
+        " saccades (34x34), labelled",
     )
-
-
-def add_video_options(source) -> None:
-    """``--video`` and ``--webcam`` in a source group (produce and demo share them)."""
     source.add_argument(
         "--video",
         metavar="FILE",
@@ -168,6 +159,13 @@ def add_video_options(source) -> None:
         const=0,
         metavar="N",
         help="webcam N (default 0) before an emulated DVS, live (needs OpenCV, as --video)",
+    )
+    parser.add_argument(
+        "--font",
+        action="append",
+        metavar="NAME",
+        help="--emulate digits: a DejaVu font of matplotlib's (DejaVuSans, DejaVuSerif,"
+        " DejaVuSansMono, DejaVuSans-Bold...); repeat for several (default DejaVuSans)",
     )
 
 

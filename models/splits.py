@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from replay.datasets.base import EventDataset, Subset
-from replay.datasets.split import stratified_kfold, stratified_split
+from replay.datasets.split import grouped_stratified_kfold, stratified_kfold, stratified_split
 
 DATASET_NAMES = ("nmnist", "dvsgesture", "cifar10dvs", "dvs_sign")
 
@@ -37,8 +37,11 @@ class SplitSpec:
     fold: int | None = None
     seed: int = 0
     limit: int | None = None
+    grouped: bool = False  # folds that keep each recording session together
 
     def __post_init__(self) -> None:
+        if self.grouped and self.folds is None:
+            raise ValueError("grouped splits need folds")
         held_out = (self.validation_count is not None) + (self.validation_fraction is not None)
         if self.folds is not None:
             if held_out:
@@ -92,13 +95,22 @@ def open_events(name: str, root: str | os.PathLike, split: str, **kw: Any) -> Ev
     return open_dataset(name, root, split, **kw)
 
 
-def split_parts(dataset: EventDataset, spec: SplitSpec) -> tuple[EventDataset, EventDataset | None]:
-    """``(train part, validation part or None)`` of a dataset's train split."""
+def split_indices(dataset: EventDataset, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(train indices, validation indices or None)`` into a dataset's train split."""
     kept = stratified_subset(dataset.labels, spec.limit, spec.seed)
     labels = dataset.labels[kept]
     if not spec.has_validation:
-        return Subset(dataset, kept), None
-    if spec.folds is not None:
+        return kept, None
+    if spec.grouped:
+        groups = getattr(dataset, "groups", None)
+        if groups is None:
+            raise ValueError(
+                f"{type(dataset).__name__} has no recording groups for a grouped split"
+            )
+        train_idx, val_idx = grouped_stratified_kfold(
+            labels, np.asarray(groups)[kept], spec.folds, seed=spec.seed
+        )[spec.fold]
+    elif spec.folds is not None:
         train_idx, val_idx = stratified_kfold(labels, spec.folds, seed=spec.seed)[spec.fold]
     elif spec.validation_count is not None:
         train_idx, val_idx = stratified_split(
@@ -108,7 +120,13 @@ def split_parts(dataset: EventDataset, spec: SplitSpec) -> tuple[EventDataset, E
         train_idx, val_idx = stratified_split(
             labels, validation_fraction=spec.validation_fraction, seed=spec.seed
         )
-    return Subset(dataset, kept[train_idx]), Subset(dataset, kept[val_idx])
+    return kept[train_idx], kept[val_idx]
+
+
+def split_parts(dataset: EventDataset, spec: SplitSpec) -> tuple[EventDataset, EventDataset | None]:
+    """``(train part, validation part or None)`` of a dataset's train split."""
+    train_idx, val_idx = split_indices(dataset, spec)
+    return Subset(dataset, train_idx), None if val_idx is None else Subset(dataset, val_idx)
 
 
 def open_part(

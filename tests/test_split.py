@@ -3,7 +3,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from replay.datasets.split import stratified_kfold, stratified_split
+from replay.datasets.split import grouped_stratified_kfold, stratified_kfold, stratified_split
 
 label_lists = st.lists(st.integers(0, 6), min_size=2, max_size=300)
 
@@ -107,3 +107,39 @@ def test_kfold_is_deterministic_and_seeded():
     assert any(not np.array_equal(va, vc) for (_, va), (_, vc) in zip(a, c, strict=True))
     with pytest.raises(ValueError, match="k must be"):
         stratified_kfold(labels, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sessions=st.lists(st.integers(1, 6), min_size=2, max_size=40),
+    classes=st.integers(1, 4),
+    k=st.integers(2, 4),
+    seed=st.integers(0, 1000),
+)
+def test_grouped_kfold_never_splits_a_group(sessions, classes, k, seed):
+    # sessions[i] samples in session i; session i belongs to class i % classes
+    labels = np.concatenate([np.full(n, i % classes) for i, n in enumerate(sessions)])
+    groups = np.concatenate([np.full(n, i) for i, n in enumerate(sessions)])
+    per_class = [sum(1 for i in range(len(sessions)) if i % classes == c) for c in range(classes)]
+    assume(min(per_class) >= k)
+    folds = grouped_stratified_kfold(labels, groups, k, seed=seed)
+    seen = np.concatenate([val for _, val in folds])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(len(labels)))
+    for train, val in folds:
+        assert not set(groups[train]) & set(groups[val])
+        for c in range(classes):  # every class's sessions spread within one of n / k
+            in_val = len(set(groups[val][labels[val] == c]))
+            assert abs(in_val - per_class[c] / k) < 1
+
+
+def test_grouped_kfold_of_dvs_sign_shape_holds_out_two_sessions_per_class():
+    labels = np.repeat(np.arange(15), 40)
+    groups = np.array([f"{c}/{i // 5}" for c in range(15) for i in range(40)])
+    folds = grouped_stratified_kfold(labels, groups, 4, seed=0)
+    assert [len(val) for _, val in folds] == [150] * 4
+    for _, val in folds:
+        assert np.bincount(labels[val]).tolist() == [10] * 15
+    with pytest.raises(ValueError, match="number of groups of each class"):
+        grouped_stratified_kfold(labels, groups, 9)
+    with pytest.raises(ValueError, match="groups must match labels"):
+        grouped_stratified_kfold(labels, groups[:-1], 4)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from core.events import Recording, SensorSize
 from replay.datasets.base import FileDataset, scan_class_folders
 from replay.formats.dvs_sign import read_dvs_sign
 
 NUM_CLASSES = 15
 SPLITS = ("train", "test")
+# Samples <id> 5g..5g+4 of a class are one recording session: their event
+# images are near-duplicates (experiments/dvs_sign_groups.py: mean spatial
+# similarity 0.906 inside these groups, 0.717 between; no other size or offset
+# comes close), so a split must keep them on one side.
+SESSION_SIZE = 5
 
 
 def _class_index(folder_name: str) -> int | None:
@@ -50,5 +57,19 @@ class DVSSign(FileDataset):
         )
         super().__init__(files, labels)
 
+    @property
+    def groups(self) -> np.ndarray:
+        """Recording session of each sample, ``"<class>/<id // 5>"`` (a file whose
+        name is no number is a session of its own): what a grouped split keeps
+        together."""
+        return np.array(
+            [_session(path, label) for path, label in zip(self.files, self.labels, strict=True)]
+        )
+
     def read(self, path: Path) -> Recording:
         return read_dvs_sign(path)
+
+
+def _session(path: Path, label: int) -> str:
+    stem = Path(path).stem
+    return f"{label}/{int(stem) // SESSION_SIZE}" if stem.isdigit() else f"{label}/{stem}"

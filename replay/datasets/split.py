@@ -118,3 +118,41 @@ def stratified_kfold(labels, k: int, *, seed: int = 0) -> list[tuple[np.ndarray,
     fold_of[dealt] = (np.arange(n) + int(rng.integers(k))) % k
     everything = np.arange(n, dtype=np.int64)
     return [(everything[fold_of != f], everything[fold_of == f]) for f in range(k)]
+
+
+def grouped_stratified_kfold(
+    labels, groups, k: int, *, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` folds that never split a group: every sample of a group is in the
+    same validation part.
+
+    A group is a set of near-duplicate recordings (DVS_Sign's recording sessions,
+    ``replay.datasets.dvs_sign``); with plain folds its siblings sit on both sides
+    of the split, so the held-out score measures recall of a session the model
+    has seen. Each class's groups (shuffled) are dealt round-robin over the
+    folds, continuing where the previous class stopped, which balances the
+    classes and the fold sizes as well as whole groups allow.
+    """
+    labels = _as_labels(labels)
+    groups = np.asarray(groups)
+    n = len(labels)
+    if groups.shape != labels.shape:
+        raise ValueError(
+            f"groups must match labels in shape, found {groups.shape} and {labels.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(n, dtype=np.int64)
+    position = int(rng.integers(k)) if k else 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        names = rng.permutation(np.unique(groups[members]))
+        if not 2 <= k <= len(names):
+            raise ValueError(
+                f"k must be between 2 and the number of groups of each class "
+                f"(class {c} has {len(names)}), found {k}"
+            )
+        for name in names:
+            fold_of[members[groups[members] == name]] = position % k
+            position += 1
+    everything = np.arange(n, dtype=np.int64)
+    return [(everything[fold_of != f], everything[fold_of == f]) for f in range(k)]

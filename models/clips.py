@@ -22,7 +22,8 @@ many steps they hold:
   steps), starting at a uniformly drawn µs so that the crop lies inside the
   sample (or, for a sample shorter than the crop, the sample lies inside the
   crop);
-- stream-aware crops (training, opt-in): ``models.stream_clips``.
+- stream-aware crops (training, opt-in): ``models.stream_clips``;
+- random crops may be augmented (opt-in, ``models.augment``).
 
 Clips of different lengths in one batch are padded with zero steps at the end
 and ``steps`` says how many are real; the network is causal, so padding after
@@ -48,6 +49,7 @@ from torch.utils.data import Dataset
 
 from core.adapt import SensorAdapter
 from core.compress import CompressionConfig, compress_clip
+from models.augment import EventAugment
 from replay.datasets.base import EventDataset, EventSample
 
 CLIP_MODES: tuple[str, ...] = ("whole", "windows")
@@ -168,9 +170,11 @@ class RandomCropClips(Dataset):
         crop_us: tuple[int, int] | None = None,
         *,
         seed: int = 0,
+        augment: EventAugment | None = None,
     ):
         self.samples = samples
         self.compression = compression
+        self.augment = augment
         window = compression.steps * compression.step_us
         self.crop_us = crop_us or (window, window)
         self.seed = int(seed)
@@ -187,10 +191,15 @@ class RandomCropClips(Dataset):
         t0, steps = random_crop(
             sample.start_us, sample.end_us, self.compression.step_us, self.crop_us, rng
         )
+        duration = steps * self.compression.step_us
+        speed = self.augment.draw_stretch(rng) if self.augment else 1.0
         # Cut before adapting: a crop of a long recording touches few of its events.
         first, last = np.searchsorted(
-            sample.events["timestamp"], [t0, t0 + steps * self.compression.step_us]
+            sample.events["timestamp"], [t0, t0 + math.ceil(duration / speed)]
         )
         events = self.adapter(sample.events[first:last])
+        if self.augment:
+            sensor = self.compression.input_sensor
+            events = self.augment.apply(events, sensor, t0, speed, duration, rng)
         clip = compress_span(events, self.compression, t0, steps)
         return torch.from_numpy(clip), sample.label, steps

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from models.augment import EventAugment
 from models.checkpoint import (
     CheckpointError,
     config_differences,
@@ -91,6 +92,9 @@ class TrainConfig:
     stream_gap_us: int = 0  # event-free time between samples (a replay's --gap-us)
     stream_phase: bool = True  # False: the grid starts at the crop's onset
     stream_loss: str = "mean"  # over the target's steps: "mean" readout's CE, or "each" step's CE
+    # Event-level augmentation of random crops (opt-in): models.augment.EventAugment
+    # settings, {} for its defaults, None for none.
+    augment: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.stream_context <= 1.0:
@@ -103,6 +107,12 @@ class TrainConfig:
             raise ValueError(f"val_every must be >= 1, found {self.val_every}")
         if self.stream_context > 0 and not self.random_crop:
             raise ValueError("stream_context needs random crops (not --crop-us off)")
+        if self.augment is not None:
+            if not self.random_crop or self.stream_context > 0:
+                raise ValueError(
+                    "augment needs plain random crops (no --crop-us off, no stream context)"
+                )
+            EventAugment.from_dict(self.augment)  # a clear error now, not in a loader
 
     @property
     def stream_training(self) -> dict[str, Any] | None:
@@ -155,7 +165,7 @@ STREAM_DEFAULTS = {
     "stream_phase": True,
     "stream_loss": "mean",
 }
-LATER_DEFAULTS = {**STREAM_DEFAULTS, "val_every": 1, "init": None}
+LATER_DEFAULTS = {**STREAM_DEFAULTS, "val_every": 1, "init": None, "augment": None}
 
 
 # Fields that may differ when resuming: they do not change what is learned.
@@ -494,7 +504,10 @@ def _training_clips(
             seed=tc.seed,
         )
     if tc.random_crop:
-        return RandomCropClips(train_part, config.compression, tc.crop_us, seed=tc.seed)
+        augment = None if tc.augment is None else EventAugment.from_dict(tc.augment)
+        return RandomCropClips(
+            train_part, config.compression, tc.crop_us, seed=tc.seed, augment=augment
+        )
     return _cached_by_rank0(train_part, config, f"{tc.dataset}-train", ranks, cache_kw)
 
 

@@ -320,3 +320,43 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert result.samples == 11
     assert result.accuracy == logged["val_accuracy"]
     assert result.loss == pytest.approx(logged["val_loss"], rel=1e-5)
+
+
+def test_augmented_crops_differ_from_plain_ones_and_are_recorded(tmp_path):
+    """--augment changes the training crops (not validation) and the checkpoint
+    records the settings; plain runs keep the config they had before it existed."""
+    from models.augment import EventAugment
+    from models.clips import RandomCropClips
+    from models.networks import get_config
+
+    settings = {"noise_hz": 0.0}
+    summary = train(tiny(tmp_path, epochs=1, changes={"steps": 1}, augment=settings), log=quiet)
+    _, _, extra = load_checkpoint(summary["best_checkpoint"])
+    assert extra["train_config"]["augment"] == settings
+    assert "augment" not in tiny(tmp_path).to_dict()
+    part = open_part("nmnist", shared_path("nmnist"), "train", TINY_SPLIT)
+    compression = get_config("nmnist").compression
+    plain = RandomCropClips(part, compression, seed=0)
+    moved = RandomCropClips(part, compression, seed=0, augment=EventAugment(**settings))
+    different = [not torch.equal(plain[(0, i)][0], moved[(0, i)][0]) for i in range(5)]
+    assert all(different)
+    with pytest.raises(ValueError, match="unknown augmentation settings"):
+        tiny(tmp_path, augment={"mirror": True})
+    with pytest.raises(ValueError, match="augment needs plain random crops"):
+        tiny(tmp_path, augment={}, random_crop=False)
+
+
+def test_the_train_command_builds_grouped_folds_and_augmentation():
+    from stcsnn.cli import build_parser
+    from stcsnn.commands.train import train_config
+
+    parser = build_parser()
+    base = ["train", "--dataset", "dvs_sign", "--root", "data"]
+    tc = train_config(
+        parser.parse_args([*base, "--folds", "4", "--fold", "1", "--grouped", "--augment"])
+    )
+    assert tc.split == SplitSpec(folds=4, fold=1, grouped=True) and tc.augment == {}
+    tc = train_config(parser.parse_args([*base, "--augment", '{"drop": 0.1}']))
+    assert tc.augment == {"drop": 0.1} and not tc.split_spec.grouped
+    with pytest.raises(ValueError, match="--grouped needs --folds"):
+        train_config(parser.parse_args([*base, "--grouped"]))

@@ -52,6 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     held.add_argument("--val-fraction", type=float, help="validation share (others: 0.1)")
     run.add_argument("--fold", type=int, help="validate on fold i (0-based) of --folds")
     run.add_argument("--folds", type=int, help="stratified k-fold cross-validation")
+    run.add_argument(
+        "--grouped",
+        action="store_true",
+        help="folds keep each recording session together (DVS_Sign: near-duplicate recordings)",
+    )
     run.add_argument("--split-seed", type=int, default=0, help="seed of the split (default 0)")
     run.add_argument("--limit", type=int, help="use a stratified subset of N training samples")
     run.add_argument(
@@ -59,6 +64,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MIN:MAX",
         help="random crop length range in µs (default: one window); 'off' = whole samples",
+    )
+    run.add_argument(
+        "--augment",
+        nargs="?",
+        const="{}",
+        metavar="JSON",
+        help="event-level augmentation of the crops (models.augment: shift, scale, roll, "
+        "stretch, drop-out, background noise); a JSON object changes its defaults, "
+        """e.g. '{"noise_hz": 0}'""",
     )
     stream = parser.add_argument_group(
         "stream-aware training (off by default; docs/training.md, Streaming accuracy)"
@@ -145,8 +159,16 @@ def train_config(args: argparse.Namespace):
         changes["synaptic_filter"] = False
     if (args.fold is None) != (args.folds is None):
         raise ValueError("--fold and --folds go together")
+    if args.grouped and args.folds is None:
+        raise ValueError("--grouped needs --folds and --fold")
     if args.folds is not None:
-        split = SplitSpec(folds=args.folds, fold=args.fold, seed=args.split_seed, limit=args.limit)
+        split = SplitSpec(
+            folds=args.folds,
+            fold=args.fold,
+            seed=args.split_seed,
+            limit=args.limit,
+            grouped=args.grouped,
+        )
     elif args.val_count is not None or args.val_fraction is not None:
         split = SplitSpec(args.val_count, args.val_fraction, seed=args.split_seed, limit=args.limit)
     else:
@@ -187,7 +209,19 @@ def train_config(args: argparse.Namespace):
         stream_gap_us=args.stream_gap_us,
         stream_phase=not args.no_stream_phase,
         stream_loss=args.stream_loss,
+        augment=None if args.augment is None else parse_augment(args.augment),
     )
+
+
+def parse_augment(text: str) -> dict:
+    """``--augment``'s JSON object -> ``TrainConfig.augment``; one line for anything else."""
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--augment must be a JSON object, found {text!r} ({error.msg})") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--augment must be a JSON object, found {text!r}")
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:

@@ -100,6 +100,7 @@ class PredictionLog:
                 hops_correct_raw += int(top1_raw[i] == label)
         if not segments:
             return {}
+        latencies, undecided = self.decision_latencies_ms()
         return {
             "segments": segments,
             "streaming_accuracy": correct / segments,
@@ -107,6 +108,9 @@ class PredictionLog:
             "labelled_hops": hops,
             "hop_accuracy": hops_correct / hops if hops else None,
             "hop_accuracy_unsmoothed": hops_correct_raw / hops if hops else None,
+            "decision_latency_ms_p50": percentile(latencies, 50),
+            "decision_latency_ms_p90": percentile(latencies, 90),
+            "undecided_segments": undecided,
         }
 
     def decision_latencies_ms(self) -> tuple[list[float], int]:

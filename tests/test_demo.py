@@ -58,6 +58,7 @@ def test_demo_replay_json_prints_one_summary_object(tmp_path):
     assert summary["dropped"] == 0 and summary["steps_skipped"] == 0 and summary["lossless"]
     assert summary["segments"] == 8 and summary["segments_without_prediction"] == 0
     assert 0.0 <= summary["streaming_accuracy"] <= 1.0
+    assert summary["decision_latency_ms_p50"] is None or summary["decision_latency_ms_p50"] > 0
     assert 0.0 <= summary["hop_accuracy"] <= 1.0
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"]
     assert summary["hop_us"] == 25_000 and summary["outcome"] == "done"
@@ -221,6 +222,10 @@ def test_streaming_accuracy_takes_the_last_hop_ending_within_each_segment():
         "labelled_hops": 5,
         "hop_accuracy": 2 / 5,
         "hop_accuracy_unsmoothed": 5 / 5,
+        # segment 1 is right from the hop ending at 200 µs on; 2 and 3 never settle
+        "decision_latency_ms_p50": pytest.approx(0.2),
+        "decision_latency_ms_p90": pytest.approx(0.2),
+        "undecided_segments": 2,
     }
     summary = summarise(
         log,

@@ -135,11 +135,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- evaluate
 
 
-def heldout_files(root: str | os.PathLike) -> list[tuple[Path, int]]:
-    """``(file, label)`` of the 150 held-out samples of the fixed split."""
+def heldout_files(root: str | os.PathLike, spec=None) -> list[tuple[Path, int]]:
+    """``(file, label)`` of the held-out samples of ``spec`` (default: the 150 of the
+    fixed split)."""
     from models.splits import SplitSpec, open_part
 
-    spec = SplitSpec(validation_count=VALIDATION_COUNT, seed=SPLIT_SEED)
+    spec = spec or SplitSpec(validation_count=VALIDATION_COUNT, seed=SPLIT_SEED)
     samples = open_part("dvs_sign", root, "val", spec)
     return [(Path(s.path), int(y)) for s, y in zip(samples.sources, samples.labels, strict=True)]
 
@@ -318,9 +319,17 @@ def stream_with_log(
 def cmd_stream(args: argparse.Namespace) -> None:
     """Replay the held-out samples (shuffled, seed 0) back to back through
     ``stcsnn demo`` with a run's checkpoint."""
+    from models.checkpoint import load_checkpoint
+    from models.splits import SplitSpec
+
     name = run_name(args.variant, args.steps, args.suffix)
     checkpoint = Path(args.checkpoint) if args.checkpoint else RUNS / name / f"{args.which}.pt"
-    folder = link_folder(heldout_files(args.root), RUNS / "heldout" / "test")
+    # The checkpoint's own held-out samples (a grouped fold's, say), else the fixed split's.
+    recorded = load_checkpoint(checkpoint, map_location="cpu")[2].get("split")
+    spec = SplitSpec.from_dict(recorded) if isinstance(recorded, dict) else None
+    where = "test" if spec is None or spec.folds is None else f"fold{spec.fold}of{spec.folds}"
+    where += "-grouped" if spec is not None and spec.grouped else ""
+    folder = link_folder(heldout_files(args.root, spec), RUNS / "heldout" / where)
     producer = ["--shuffle", "--speed", str(args.speed)]
     producer += ["--limit", str(args.limit)] if args.limit else []
     producer += ["--gap-us", str(args.gap_us)] if args.gap_us else []

@@ -118,12 +118,12 @@ def test_default_nmnist_checkpoint_on_real_validation_samples(tmp_path, capsys):
     path = default_checkpoint("nmnist")
     assert path.name == DEFAULT_CHECKPOINTS["nmnist"] and path.stat().st_size < 5 * 2**20
     _, config, extra = load_checkpoint(path)
-    assert config.compression.steps == 4 and config.levels == 4 and config.learnable_tau
+    assert config.compression.steps == 8 and config.levels == 4 and config.learnable_tau
     assert extra["dataset"] == "nmnist" and extra["val_samples"] == 100
     assert extra["val_accuracy"] >= 0.9
     args = ["eval", "--dataset", "nmnist", "--root", str(shared_path("nmnist")), "--split", "val"]
     args += ["--limit", "20", "--json", "--cache-dir", str(tmp_path), "--out", str(tmp_path)]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["samples"] == 20 and result["T"] == 4
+    assert result["samples"] == 20 and result["T"] == 8
     assert result["accuracy"] >= 0.85

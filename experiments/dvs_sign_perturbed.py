@@ -1,6 +1,7 @@
 """Held-out DVS_Sign accuracy when the camera sees the scene differently.
 
     .venv/bin/python experiments/dvs_sign_perturbed.py CKPT [CKPT ...] [--name NAME ...]
+    .venv/bin/python experiments/dvs_sign_perturbed.py report augment-T4 full-T4
 
 Each checkpoint's own held-out samples (its recorded split: a grouped fold
 keeps whole recording sessions out) are evaluated as whole clips, as ``stcsnn
@@ -107,7 +108,40 @@ def perturbed_accuracy(checkpoint: Path, root: str) -> dict:
     }
 
 
+def report(a: str, b: str) -> str:
+    """Markdown: pooled accuracy of the result files ``<a>-*.json`` and ``<b>-*.json``
+    (the same held-out samples, e.g. the four grouped folds of two recipes) under
+    each perturbation, and their paired difference."""
+    from kfold_grid import mcnemar_exact_p, paired_difference_se
+
+    def pooled(prefix: str) -> dict[str, np.ndarray]:
+        files = sorted(RESULTS.glob(f"{prefix}-*.json"))
+        runs = [json.loads(path.read_text()) for path in files]
+        return {k: np.concatenate([r["correct"][k] for r in runs]) for k in PERTURBATIONS}
+
+    right_a, right_b = pooled(a), pooled(b)
+    lines = [
+        f"| perturbation | {a} | {b} | {a} - {b} ± SE | only {a} right | only {b} right | p |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in PERTURBATIONS:
+        x, y = right_a[name], right_b[name]
+        only_a, only_b, n = int((x & ~y).sum()), int((y & ~x).sum()), len(x)
+        diff, se = (only_a - only_b) / n, paired_difference_se(only_a, only_b, n)
+        p = mcnemar_exact_p(only_a, only_b)
+        lines.append(
+            f"| {name} | {x.mean():.3f} | {y.mean():.3f} | {100 * diff:+.1f} ± {100 * se:.1f} pt"
+            f" | {only_a} | {only_b} | {'<0.001' if p < 0.001 else f'{p:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["report"]:  # report A B: pooled and paired tables of two result prefixes
+        print(report(argv[1], argv[2]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--name", nargs="*", help="result file name per checkpoint")

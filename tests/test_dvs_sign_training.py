@@ -147,8 +147,11 @@ def test_default_checkpoint_is_the_small_gesture_network():
     assert config.input_shape == (2, 64, 64) and len(config.channels) == 4
     assert config.num_classes == 15 and config.compression.mode == "stc"
     assert config.levels == 4 and config.learnable_tau and config.synaptic_filter
-    assert extra["dataset"] == "dvs_sign" and extra["val_samples"] == 150
-    assert isinstance(extra["val_accuracy"], float) and extra["val_accuracy"] >= 0.85
+    # All 600 samples with the augmented recipe: no held-out part of its own; the
+    # recipe's figure on unseen sessions comes from grouped folds (docs/results_dvs_sign.md).
+    assert extra["dataset"] == "dvs_sign" and extra["train_samples"] == 600
+    assert extra["val_samples"] == 0 and extra["train_config"]["augment"] == {}
+    assert config.stream_window_steps == 4 and config.stream_ema_tau_us == 500_000
 
 
 @pytest.mark.skipif(not DEFAULT.is_file(), reason=f"{DEFAULT} not trained yet")

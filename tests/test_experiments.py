@@ -144,3 +144,65 @@ def test_aggregate_compares_against_the_largest_baseline_t(tmp_path) -> None:
     assert pairs[("full-T2", "baseline-T2")]["only_a_right"] == 2
     assert summary["configs"]["full-T2"]["accuracy"] == 1.0
     assert (tmp_path / "plots" / "dvs_sign_accuracy_vs_T.png").stat().st_size > 0
+
+
+def test_grouped_dvs_sign_grid_keeps_sessions_apart_and_its_variants_build() -> None:
+    spec = grid.SPECS["dvs_sign_grouped"]
+    assert spec.grouped and spec.folds == 4 and spec.keep_checkpoints and not spec.plots
+    order = grid.plan(["protocol", "levers", "baseline"], spec.folds, spec.groups)
+    assert order[:2] == [("full", 4, 0), ("full", 4, 1)] and len(order) == 12
+    from models.train import TrainConfig
+
+    for name in ("augment", "augment_e60"):
+        v = grid.VARIANTS[name]
+        tc = TrainConfig(dataset="dvs_sign", root="data", **v.train)
+        assert tc.augment == {}
+    assert (
+        TrainConfig(dataset="dvs_sign", root="data", **grid.VARIANTS["augment_e60"].train).epochs
+        == 60
+    )
+
+
+def _experiment(name: str):
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_session_cuts_find_the_run_length_that_groups_near_duplicates() -> None:
+    import numpy as np
+
+    groups = _experiment("dvs_sign_groups")
+    ids = np.tile(np.arange(20), 2)
+    labels = np.repeat([0, 1], 20)
+    rng = np.random.default_rng(0)
+    # 4 sessions of 5 per class: images are a session's pattern plus a little noise
+    patterns = rng.random((8, 16))
+    images = patterns[labels * 4 + ids // 5] + 0.05 * rng.random((40, 16))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    similarity = images @ images.T
+    best = groups.session_cuts(similarity, labels, ids)[0]
+    assert (best["size"], best["offset"]) == (5, 0) and best["inside"] > best["between"]
+    session = (labels[:, None] == labels[None, :]) & (ids[:, None] // 5 == ids[None, :] // 5)
+    nothing = np.zeros_like(session)
+    assert groups.nearest_neighbour_accuracy(similarity, labels, nothing) == 1.0
+    assert groups.nearest_neighbour_accuracy(similarity, labels, session) < 1.0
+
+
+def test_a_fixed_shift_moves_every_event_by_the_same_amount() -> None:
+    import numpy as np
+
+    from core.events import SensorSize, make_events
+    from models.augment import EventAugment
+
+    perturbed = _experiment("dvs_sign_perturbed")
+    events = make_events([0, 5, 9], [30, 31, 32], [30, 33, 36], [1, 0, 1])
+    still = EventAugment(**perturbed.NONE)
+    shift = perturbed.FixedShift(still, 0.125)
+    out = shift.apply(events, SensorSize(64, 64), 0, 1.0, 10, np.random.default_rng(1))
+    dx, dy = out["x"] - events["x"], out["y"] - events["y"]
+    assert len(set(dx)) == 1 and len(set(dy)) == 1
+    assert 7.5 <= float(np.hypot(dx[0], dy[0])) <= 8.5  # 1/8 of 64 pixels

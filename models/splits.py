@@ -62,7 +62,10 @@ class SplitSpec:
         return bool(self.validation_fraction)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not self.grouped:  # as recorded before grouped splits existed (resume compares)
+            del out["grouped"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitSpec:

@@ -143,3 +143,14 @@ def test_grouped_kfold_of_dvs_sign_shape_holds_out_two_sessions_per_class():
         grouped_stratified_kfold(labels, groups, 9)
     with pytest.raises(ValueError, match="groups must match labels"):
         grouped_stratified_kfold(labels, groups[:-1], 4)
+
+
+def test_a_split_records_grouped_only_when_it_is():
+    from models.splits import SplitSpec
+
+    plain = SplitSpec(folds=3, fold=1)
+    assert "grouped" not in plain.to_dict()
+    assert SplitSpec.from_dict(plain.to_dict()) == plain
+    grouped = SplitSpec(folds=4, fold=0, grouped=True)
+    assert grouped.to_dict()["grouped"] is True
+    assert SplitSpec.from_dict(grouped.to_dict()) == grouped

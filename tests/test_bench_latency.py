@@ -38,7 +38,10 @@ def test_latency_on_a_synthetic_stream_reports_every_stage(tmp_path):
     assert report["dropped"] == 0 and report["end_received"]
     assert report["hop_us"] == 10_000 and report["predictions"] >= 190  # 2 s of 10 ms hops
     assert report["events"] == pytest.approx(400_000, rel=0.02)
-    assert 100_000 < report["events_per_s"] < 400_000  # real time: about the input rate
+    # Paced, not a burst: about the input rate. A loaded machine stalls the worker and
+    # it then drains a backlog (706k ev/s seen beside two trainings), so the upper
+    # bound only separates pacing from --speed max (tens of M ev/s).
+    assert 100_000 < report["events_per_s"] < 2_000_000
     assert report["compressor_events_per_s"] > 1e6
     stages = report["stages_ms"]
     assert set(stages) >= {"wait_close", "transport_in", "step", "transport_out", "end_to_end"}

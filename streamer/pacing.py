@@ -11,6 +11,8 @@ import math
 import threading
 import time
 
+from core.source import DEFAULT_CHUNK_US
+
 
 def parse_speed(text: str | float) -> float:
     """``"max"``/``"inf"`` -> inf (no pacing), ``"2"`` -> 2.0 (twice real time)."""
@@ -23,6 +25,17 @@ def parse_speed(text: str | float) -> float:
     if not speed > 0:
         raise ValueError(f"speed must be a positive number or 'max', got {text!r}")
     return speed
+
+
+def chunk_us_for_speed(speed: float) -> int:
+    """Event time per message: one millisecond of wall time, a live sensor's packet
+    rate. At a fixed 1 ms of event time a 4x replay sent 4,000 messages a second,
+    and their per-message cost on the two cores (producer, worker's receiver and
+    worker) tripled the worker's step and gave a p99 of 15-27 ms against 4 ms
+    (docs/benchmarks.md). Unpaced sources keep 1 ms of event time."""
+    if not math.isfinite(speed):
+        return DEFAULT_CHUNK_US
+    return max(1, round(DEFAULT_CHUNK_US * speed))
 
 
 class Pacer:

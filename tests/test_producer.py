@@ -22,7 +22,7 @@ import zmq
 from core.events import EVENT_DTYPE, SensorSize
 from core.source import PreloadedSource, SourceEnd, SourceError
 from streamer import processes, wire
-from streamer.pacing import Pacer, parse_speed
+from streamer.pacing import Pacer, chunk_us_for_speed, parse_speed
 from streamer.producer import run_producer
 from streamer.sources import DvNetworkSource, SyntheticSource
 from streamer.transport import EndpointError, check_endpoint
@@ -509,3 +509,43 @@ def _wait_for_line(lines: list[str], text: str, timeout_s: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"no line with {text!r} in {lines[-10:]}")
+
+
+def test_chunks_hold_one_millisecond_of_wall_time_at_any_speed():
+    assert chunk_us_for_speed(1.0) == 1000
+    assert chunk_us_for_speed(4.0) == 4000
+    assert chunk_us_for_speed(0.5) == 500
+    assert chunk_us_for_speed(math.inf) == 1000  # unpaced: 1 ms of event time
+
+
+@pytest.mark.parametrize(("extra", "chunk_us"), [((), 4000), (("--chunk-us", "1000"), 1000)])
+def test_a_fast_replay_sends_fewer_larger_messages_unless_told(extra, chunk_us):
+    """At --speed 4 a message holds 4 ms of event time (1 ms of wall time); an explicit
+    --chunk-us wins."""
+    producer = processes.start_producer(
+        ["--synthetic", "200k", "--duration-s", "0.4", "--speed", "4", "--seed", "3"]
+        + ["--wait-subscribers", "1", *extra],
+        cwd=ROOT,
+        timeout_s=60,
+    )
+    try:
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(producer.endpoint)
+        spans, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline:
+            message = wire.receive(sub, wire.WireStats(), log, timeout_ms=100)
+            if message is None:
+                continue
+            if message.type == "events" and len(message.events):
+                t = message.events["timestamp"]
+                assert t[0] // chunk_us == t[-1] // chunk_us  # never across the grid
+                spans.append(int(t[-1] - t[0]))
+            if message.type == "end":
+                break
+        sub.close(0)
+        assert producer.process.wait(10) == 0, producer.failure("failed")
+    finally:
+        producer.stop()
+    assert len(spans) > 50 and max(spans) > 0.8 * chunk_us

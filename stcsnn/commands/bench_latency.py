@@ -36,8 +36,8 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-us",
         type=int,
-        default=1000,
-        help="event time per producer message (default 1000 µs, as `stcsnn produce`)",
+        help="event time per producer message (default as `stcsnn produce`: 1 ms of wall"
+        " time, 1000 µs x the replay's --speed)",
     )
     parser.add_argument(
         "--model", metavar="CKPT", help="checkpoint (default: the project's for the sensor)"
@@ -63,16 +63,22 @@ def model_choice(args: argparse.Namespace):
     return ModelChoice(args.model, args.hop_us, args.device, args.cuda_graph, args.window)
 
 
-def workload(args: argparse.Namespace, rate: float | None = None):
+def workload(args: argparse.Namespace, rate: float | None = None, speed: str = "1"):
+    """The source of a run; a replay's messages hold 1 ms of wall time at ``speed``
+    unless ``--chunk-us`` says otherwise (synthetic sources run in real time)."""
     from core.events import SensorSize
     from streamer.harness import Workload
+    from streamer.pacing import chunk_us_for_speed, parse_speed
 
-    if args.chunk_us <= 0:
-        raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
+    chunk_us = args.chunk_us
+    if chunk_us is None:
+        chunk_us = chunk_us_for_speed(parse_speed(speed) if args.replay else 1.0)
+    if chunk_us <= 0:
+        raise ValueError(f"--chunk-us must be positive, got {chunk_us}")
     if args.replay:
-        return Workload.replay(args.replay, args.limit, chunk_us=args.chunk_us)
+        return Workload.replay(args.replay, args.limit, chunk_us=chunk_us)
     return Workload.synthetic(
-        rate or args.synthetic, SensorSize(*args.sensor), args.seconds, chunk_us=args.chunk_us
+        rate or args.synthetic, SensorSize(*args.sensor), args.seconds, chunk_us=chunk_us
     )
 
 
@@ -105,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     reports = []
     for rate in rates:
+        speed = args.speed or "1"
         report, samples = harness.latency_report(
-            workload(args, rate), model_choice(args), speed=(args.speed or "1"), lossless=replay
+            workload(args, rate, speed), model_choice(args), speed=speed, lossless=replay
         )
         report["rate"] = rate or args.synthetic
         reports.append(report)

@@ -74,7 +74,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     pacing.add_argument("--loop", action="store_true", help="replay (or --video) again and again")
     pacing.add_argument(
-        "--chunk-us", type=int, default=1000, help="event time per message (default 1000 µs)"
+        "--chunk-us",
+        type=int,
+        help="event time per message (default: 1 ms of wall time, 1000 µs x --speed;"
+        " 1000 µs live or unpaced)",
     )
     pacing.add_argument(
         "--gap-us", type=int, default=0, help="replay: event time between samples (default 0)"
@@ -248,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
     from core.source import SourceError
     from streamer.curve import check_exposure, curve_from_args
-    from streamer.pacing import parse_speed
+    from streamer.pacing import chunk_us_for_speed, parse_speed
     from streamer.processes import StatusChannel
     from streamer.producer import run_producer
     from streamer.transport import EndpointError, check_endpoint, stop_on_signals
@@ -263,13 +266,15 @@ def run(args: argparse.Namespace) -> int:
         check_endpoint(args.endpoint, args.bind_any)
         curve = curve_from_args(args)
         check_exposure(args.bind_any, curve, args.insecure)
+        live = args.camera is not None or args.dv_stream or args.webcam is not None
+        if args.chunk_us is None:
+            args.chunk_us = chunk_us_for_speed(1.0 if live else speed)
         if args.chunk_us <= 0:
             raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
         if args.font and not args.emulate:
             raise ValueError("--font goes with --emulate digits")
         if args.limit is not None and (args.video or args.webcam is not None):
             raise ValueError("--limit is for --replay and --emulate")
-        live = args.camera is not None or args.dv_stream or args.webcam is not None
         finite = not (args.loop or live) and not (
             (args.synthetic and args.duration_s is None) or (args.emulate and not args.limit)
         )

@@ -13,6 +13,8 @@ import time
 
 from core.source import DEFAULT_CHUNK_US
 
+UNPACED_LOSSLESS_CHUNK_US = 16_000  # --speed max --lossless; the event cap bounds the size
+
 
 def parse_speed(text: str | float) -> float:
     """``"max"``/``"inf"`` -> inf (no pacing), ``"2"`` -> 2.0 (twice real time)."""
@@ -27,15 +29,19 @@ def parse_speed(text: str | float) -> float:
     return speed
 
 
-def chunk_us_for_speed(speed: float) -> int:
-    """Event time per message: one millisecond of wall time, a live sensor's packet
-    rate. At a fixed 1 ms of event time a 4x replay sent 4,000 messages a second,
-    and their per-message cost on the two cores (producer, worker's receiver and
-    worker) tripled the worker's step and gave a p99 of 15-27 ms against 4 ms
-    (docs/benchmarks.md). Unpaced sources keep 1 ms of event time."""
-    if not math.isfinite(speed):
-        return DEFAULT_CHUNK_US
-    return max(1, round(DEFAULT_CHUNK_US * speed))
+def chunk_us_for_speed(speed: float, lossless: bool = False) -> int:
+    """Event time per message. Paced: one millisecond of wall time, a live sensor's
+    packet rate; at a fixed 1 ms of event time a 4x replay sent 4,000 messages a
+    second, whose per-message cost on the two cores (producer, the worker's
+    receiver and the worker) tripled the worker's step and gave a p99 of 38-73 ms
+    against 5-6 ms. Unpaced and lossless (evaluations, benchmarks): only throughput
+    matters, and messages up to the 65,536-event cap (1 MiB, reached from 4 M ev/s)
+    went through loopback TCP about twice as fast as 1-4 ms ones
+    (docs/benchmarks.md). Unpaced with drops keeps 1 ms: its send queue counts
+    messages, and 1,000 large ones would hold a gigabyte."""
+    if math.isfinite(speed):
+        return max(1, round(DEFAULT_CHUNK_US * speed))
+    return UNPACED_LOSSLESS_CHUNK_US if lossless else DEFAULT_CHUNK_US
 
 
 class Pacer:

@@ -76,6 +76,7 @@ class ProducerStats:
     first_event_us: int | None = None
     last_event_us: int | None = None
     wall_s: float = 0.0  # first event message to end
+    first_events_ns: int | None = None  # time.time_ns() when the first events were sent
     max_lateness_s: float = 0.0  # pacing: how far behind schedule the producer fell
     blocked_s: float = 0.0  # on_full="block": time waiting for slow subscribers
     subscribers: int = 0  # subscriptions covering this stream's events when it ended
@@ -205,6 +206,7 @@ def _publish(
                 stats.events += len(item)
             if sender.first_events_s is None:
                 sender.first_events_s = time.monotonic()
+                stats.first_events_ns = time.time_ns()
                 stats.first_event_us = first_us
             stats.last_event_us = last_us
         elif isinstance(item, Labels):

@@ -515,7 +515,8 @@ def test_chunks_hold_one_millisecond_of_wall_time_at_any_speed():
     assert chunk_us_for_speed(1.0) == 1000
     assert chunk_us_for_speed(4.0) == 4000
     assert chunk_us_for_speed(0.5) == 500
-    assert chunk_us_for_speed(math.inf) == 1000  # unpaced: 1 ms of event time
+    assert chunk_us_for_speed(math.inf, lossless=True) == 16_000  # large messages
+    assert chunk_us_for_speed(math.inf) == 1000  # drops: the queue counts messages
 
 
 @pytest.mark.parametrize(("extra", "chunk_us"), [((), 4000), (("--chunk-us", "1000"), 1000)])

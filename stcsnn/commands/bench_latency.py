@@ -63,16 +63,18 @@ def model_choice(args: argparse.Namespace):
     return ModelChoice(args.model, args.hop_us, args.device, args.cuda_graph, args.window)
 
 
-def workload(args: argparse.Namespace, rate: float | None = None, speed: str = "1"):
-    """The source of a run; a replay's messages hold 1 ms of wall time at ``speed``
-    unless ``--chunk-us`` says otherwise (synthetic sources run in real time)."""
+def workload(
+    args: argparse.Namespace, rate: float | None = None, speed: str = "1", lossless: bool = False
+):
+    """The source of a run at ``speed``; its messages are sized as ``stcsnn produce``
+    sizes them unless ``--chunk-us`` says otherwise."""
     from core.events import SensorSize
     from streamer.harness import Workload
     from streamer.pacing import chunk_us_for_speed, parse_speed
 
     chunk_us = args.chunk_us
     if chunk_us is None:
-        chunk_us = chunk_us_for_speed(parse_speed(speed) if args.replay else 1.0)
+        chunk_us = chunk_us_for_speed(parse_speed(speed), lossless)
     if chunk_us <= 0:
         raise ValueError(f"--chunk-us must be positive, got {chunk_us}")
     if args.replay:
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     for rate in rates:
         speed = args.speed or "1"
         report, samples = harness.latency_report(
-            workload(args, rate, speed), model_choice(args), speed=speed, lossless=replay
+            workload(args, rate, speed, replay), model_choice(args), speed=speed, lossless=replay
         )
         report["rate"] = rate or args.synthetic
         reports.append(report)

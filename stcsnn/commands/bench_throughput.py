@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             harness.plot_rates(result["runs"], args.out / "sweep.png", "real time, live policy")
     else:
         result = harness.throughput_report(
-            workload(args, speed="max"), model_choice(args), transport=args.transport
+            workload(args, speed="max", lossless=True), model_choice(args), transport=args.transport
         )
         if not args.json:
             print(

@@ -77,7 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--chunk-us",
         type=int,
         help="event time per message (default: 1 ms of wall time, 1000 µs x --speed;"
-        " 1000 µs live or unpaced)",
+        " 1000 µs live or unpaced; 16 ms unpaced --lossless; at most 65,536 events)",
     )
     pacing.add_argument(
         "--gap-us", type=int, default=0, help="replay: event time between samples (default 0)"
@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         check_exposure(args.bind_any, curve, args.insecure)
         live = args.camera is not None or args.dv_stream or args.webcam is not None
         if args.chunk_us is None:
-            args.chunk_us = chunk_us_for_speed(1.0 if live else speed)
+            args.chunk_us = chunk_us_for_speed(1.0 if live else speed, args.lossless)
         if args.chunk_us <= 0:
             raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
         if args.font and not args.emulate:

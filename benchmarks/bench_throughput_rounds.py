@@ -1,0 +1,76 @@
+"""Lossless producer -> worker throughput against the bare compressor, for several
+message sizes and both transports, in interleaved rounds (the machine is shared:
+only figures of the same round compare).
+
+    .venv/bin/python benchmarks/bench_throughput_rounds.py [--rounds 3] [--seconds 15]
+
+Each run is ``stcsnn bench throughput --synthetic 10M --seconds S --json`` (128x128,
+the gesture checkpoint, the real processes); the variants are the producer's default
+for unpaced sources (16 ms of event time, messages at the 65,536-event cap) and the
+1 ms and 4 ms messages measured before, over loopback TCP and Unix sockets.
+Medians per variant. Writes benchmarks/results/harness/throughput_rounds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "tcp, default (16 ms)": ["--transport", "tcp"],
+    "tcp, 4 ms": ["--transport", "tcp", "--chunk-us", "4000"],
+    "tcp, 1 ms": ["--transport", "tcp", "--chunk-us", "1000"],
+    "ipc, default (16 ms)": ["--transport", "ipc"],
+}
+KEPT = ("events_per_s", "compressor_events_per_s", "ratio", "dropped", "wall_s")
+
+
+def one_run(options: list[str], seconds: float) -> dict:
+    command = [sys.executable, "-m", "stcsnn", "bench", "throughput", "--synthetic", "10M"]
+    command += ["--seconds", f"{seconds:g}", "--json", *options]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)
+    return {key: report[key] for key in KEPT}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks/results/harness/throughput_rounds.json"
+    )
+    args = parser.parse_args()
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, options in VARIANTS.items():
+            runs[name].append(one_run(options, args.seconds))
+            print(name, json.dumps(runs[name][-1]), flush=True)
+    medians = {
+        name: {
+            "events_per_s": statistics.median(r["events_per_s"] for r in rs),
+            "compressor_events_per_s": statistics.median(r["compressor_events_per_s"] for r in rs),
+            "ratio": statistics.median(r["ratio"] for r in rs),
+            "ratios": [r["ratio"] for r in rs],
+        }
+        for name, rs in runs.items()
+    }
+    result = {
+        "command": f"stcsnn bench throughput --synthetic 10M --seconds {args.seconds:g} --json "
+        "[--transport T] [--chunk-us C]",
+        "rounds": args.rounds,
+        "medians": medians,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(medians, indent=2))
+
+
+if __name__ == "__main__":
+    main()

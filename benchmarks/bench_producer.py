@@ -92,7 +92,10 @@ def main() -> None:
     args = parser.parse_args()
     seconds = str(args.seconds)
     cases = [
-        ("synthetic 10M ev/s, 1 ms chunks, unpaced", ["--synthetic", "10M", "--speed", "max"]),
+        (
+            "synthetic 10M ev/s, 1 ms chunks, unpaced",
+            ["--synthetic", "10M", "--speed", "max", "--chunk-us", "1000"],
+        ),
         ("synthetic 1M ev/s, 1 ms chunks, real time", ["--synthetic", "1M", "--speed", "1"]),
         ("synthetic 10M ev/s, 1 ms chunks, real time", ["--synthetic", "10M", "--speed", "1"]),
     ]
@@ -103,7 +106,7 @@ def main() -> None:
             (
                 f"N-MNIST replay of {args.samples} samples, 1 ms chunks, unpaced",
                 ["--replay", str(nmnist), "--shuffle", "--limit", str(args.samples)]
-                + ["--speed", "max"],
+                + ["--speed", "max", "--chunk-us", "1000"],
             )
         )
     results = []

@@ -27,7 +27,15 @@ VARIANTS = {
     "tcp, 1 ms": ["--transport", "tcp", "--chunk-us", "1000"],
     "ipc, default (16 ms)": ["--transport", "ipc"],
 }
-KEPT = ("events_per_s", "compressor_events_per_s", "ratio", "dropped", "wall_s")
+KEPT = (
+    "events_per_s",
+    "compressor_events_per_s",
+    "ratio",
+    "dropped",
+    "malformed_messages",
+    "events_rejected",
+    "wall_s",
+)
 
 
 def one_run(options: list[str], seconds: float) -> dict:

@@ -345,21 +345,38 @@ def dropped(observed: Observed) -> int:
     )
 
 
-def events_processed_per_s(observed: Observed, reference: Reference) -> float | None:
-    """The rate the pipeline got through: the events up to the end of the last
-    predicted hop, per second from the producer's first events message to that
-    prediction's arrival. (Timing from the first prediction instead overstated it:
-    the worker predicts several hops of a push at once, so the first prediction
-    arrives after events beyond its hop were processed; with 10 hops of 500 ms
-    that gave rates above the bare compressor's.)"""
+def refused(observed: Observed) -> dict[str, int]:
+    """What reached the worker and was not classified: messages refused as malformed
+    or missing from the sequence, events rejected or arriving late. All zero in a
+    sound run: a rate over refused events would count work never done."""
+    streams = list((observed.worker.get("streams") or {}).values())
+    streams.append(observed.worker.get("streams_not_listed") or {})
+    return {
+        "malformed_messages": sum((observed.worker.get("malformed") or {}).values()),
+        "missing_messages": sum((observed.worker.get("missing_messages") or {}).values()),
+        "events_rejected": sum(int(c.get("events_rejected", 0)) for c in streams),
+        "events_late": sum(int(c.get("events_late", 0)) for c in streams),
+    }
+
+
+def events_processed_per_s(observed: Observed) -> float | None:
+    """The rate the pipeline got through: the events the worker pushed into its
+    compressor, per second from the producer's first events message to the last
+    prediction's arrival (the final one follows the stream's end, after the last
+    events). Two earlier ways overstated it: timing from the first prediction (the
+    worker predicts several hops of a push at once, so the first arrives after events
+    beyond its hop were processed), and counting the events sent rather than those
+    processed (a producer bug got half the messages of dense streams refused)."""
     first_ns = observed.producer.get("first_events_ns")
-    first_us = observed.producer.get("first_event_us")
-    if not observed.predictions or first_ns is None or first_us is None:
+    if not observed.predictions or first_ns is None:
         return None
-    last, last_ns = observed.predictions[-1]
-    if last_ns <= first_ns:
+    streams = list((observed.worker.get("streams") or {}).values())
+    streams.append(observed.worker.get("streams_not_listed") or {})
+    events = sum(int(c.get("events", 0)) for c in streams)
+    last_ns = observed.predictions[-1][1]
+    if last_ns <= first_ns or not events:
         return None
-    return reference.events_between(first_us, last.t_end_us) / ((last_ns - first_ns) / 1e9)
+    return events / ((last_ns - first_ns) / 1e9)
 
 
 # --- reports ------------------------------------------------------------------------------
@@ -396,9 +413,10 @@ def latency_report(
         "latency_ms_p99": stages["end_to_end"]["p99"],
         "step_ms_p50": _round(percentile(step_ms, 50)),
         "overhead_ms_p50": stages["overhead"]["p50"],
-        "events_per_s": _round(events_processed_per_s(observed, reference), 0),
+        "events_per_s": _round(events_processed_per_s(observed), 0),
         "events": reference.events,
         "dropped": dropped(observed),
+        **refused(observed),
         "steps_skipped": int(observed.worker.get("steps_skipped") or 0),
         "compressor_events_per_s": round(compressor_rate),
         "predictions": len(observed.predictions),
@@ -439,7 +457,7 @@ def throughput_report(
         preload=True,
         transport=transport,
     )
-    rate = events_processed_per_s(observed, reference)
+    rate = events_processed_per_s(observed)
     return {
         "source": workload.description,
         "model": path,
@@ -455,6 +473,7 @@ def throughput_report(
         "ratio": _round(rate / compressor_rate if rate else None),
         "step_ms_p50": _round(percentile(step_ms, 50)),
         "dropped": dropped(observed),
+        **refused(observed),
         "steps_skipped": int(observed.worker.get("steps_skipped") or 0),
         "end_received": observed.end_received,
         "wall_s": round(observed.wall_s, 3),

@@ -225,7 +225,9 @@ def _with_watermarks(source: Source, stop_event: threading.Event):
     another carries the next one's first timestamp: no event before it will come, so a
     worker can close the hop it ends without waiting for the next message (the
     chunk's duration less latency). A live source is not read ahead (the next batch
-    is in the future): ``until_us`` is None."""
+    is in the future): ``until_us`` is None. Neither is a chunk whose successor starts
+    at its own last timestamp (a dense window cut at the event cap): more events of
+    that microsecond follow, and a watermark must lie after every event sent."""
     items = source.items(stop_event)
     if source.live:
         for item in items:
@@ -236,7 +238,9 @@ def _with_watermarks(source: Source, stop_event: threading.Event):
         following = next(items, None)
         until_us = None
         if isinstance(item, np.ndarray) and isinstance(following, np.ndarray) and len(following):
-            until_us = int(following["timestamp"][0])
+            next_us = int(following["timestamp"][0])
+            if not len(item) or next_us > int(item["timestamp"][-1]):
+                until_us = next_us
         yield item, until_us
         item = following
 

@@ -38,6 +38,9 @@ from streamer.worker_queue import Pending
 log = logging.getLogger("stcsnn.worker")
 
 MERGE_BUFFER_EVENTS = 1 << 18  # per stream, 4 MiB: larger merges get a fresh array
+# Messages are merged into pushes of up to this many events; a message that large
+# goes alone, without the copy (a push costs little beside 65,536 events of work).
+MERGE_UP_TO_EVENTS = 1 << 16
 
 
 class StepRunner(Protocol):
@@ -256,16 +259,21 @@ class StreamPipeline:
 
     def _pieces(self, run: list[Pending]) -> list[tuple[bool, list[Pending]]]:
         """Cut a run where event time jumps by more than ``reset_after_us`` (forwards or
-        backwards, checked per message on its payload); ``(reset_first, messages)``."""
+        backwards, checked per message on its payload), and where a piece would pass
+        MERGE_UP_TO_EVENTS; ``(reset_first, messages)``."""
         pieces: list[tuple[bool, list[Pending]]] = []
         last_us = self.last_event_us
+        piece_events = 0
         for item in run:
             t = item.message.events["timestamp"]
             first_us, end_us = int(t[0]), int(t[-1])
             jumped = last_us is not None and abs(first_us - last_us) > self.reset_after_us
-            if jumped or not pieces:
+            full = piece_events > 0 and piece_events + len(t) > MERGE_UP_TO_EVENTS
+            if jumped or full or not pieces:
                 pieces.append((jumped, []))
+                piece_events = 0
             pieces[-1][1].append(item)
+            piece_events += len(t)
             last_us = end_us if jumped or last_us is None else max(last_us, end_us)
         return pieces
 

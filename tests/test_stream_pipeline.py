@@ -21,7 +21,7 @@ from replay.formats.nmnist import read_nmnist
 from streamer import wire
 from streamer.classifier import Classifier, ClassifierOptions
 from streamer.preview import PREVIEW_EVENTS_PER_IMAGE, PreviewImage
-from streamer.stream_pipeline import Outbox, StreamModel, stream_compression
+from streamer.stream_pipeline import MERGE_UP_TO_EVENTS, Outbox, StreamModel, stream_compression
 from streamer.worker_queue import Pending
 from tests.conftest import shared_path
 
@@ -243,3 +243,40 @@ def test_a_dense_stream_samples_its_preview_by_the_previous_images_rate():
     assert per_count == 100_000 // PREVIEW_EVENTS_PER_IMAGE
     assert counts * per_count == events == 100_000
     assert picture.shape == (2, 128, 128)
+
+
+def test_large_messages_are_pushed_alone_small_ones_merged_with_the_same_predictions():
+    """Messages merge into pushes of up to MERGE_UP_TO_EVENTS events; a message that large
+    goes alone, without a copy. Either way the predictions are those of 1 ms messages."""
+    rng = np.random.default_rng(5)
+    count = 400_000  # 40 ms: 100,000 events per 10 ms hop
+    events = make_events(
+        np.sort(rng.integers(0, 40_000, count)),
+        rng.integers(0, 34, count),
+        rng.integers(0, 34, count),
+        rng.integers(0, 2, count),
+    )
+
+    def predictions(chunk_us: int) -> tuple[list, list[int]]:
+        _, _, stream_model = nmnist_model()
+        sent: list[wire.Message] = []
+        options = ClassifierOptions(max_steps_per_push=None)
+        classifier = Classifier(stream_model, options, Outbox(sent.append, "w"))
+        chunker = TimeChunker(chunk_us)
+        items = [
+            Pending(wire.Events(stream="cam", session="p", seq=k, events=c, sensor=SENSOR), 0)
+            for k, c in enumerate(chunker.push(events) + chunker.flush())
+        ]
+        classifier.process(items[:1])  # opens the stream
+        pieces = classifier.streams["cam"]._pieces(items[1:])
+        classifier.process(items[1:])
+        classifier.process([Pending(wire.End(stream="cam", session="p", seq=len(items)), 0)])
+        logits = [m.logits for m in sent if isinstance(m, wire.Prediction)]
+        return logits, [sum(len(i.message.events) for i in p) for _, p in pieces]
+
+    small, small_pieces = predictions(1000)  # 10,000 events a message
+    large, large_pieces = predictions(16_000)  # cut at the 65,536-event cap
+    assert max(small_pieces) <= MERGE_UP_TO_EVENTS and len(small_pieces) < 10
+    assert max(large_pieces) == 65_536 and len(large_pieces) >= 6
+    assert len(small) == len(large) == 4
+    np.testing.assert_allclose(large, small, rtol=1e-5, atol=1e-5)

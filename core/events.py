@@ -116,6 +116,11 @@ def as_events(array: np.ndarray, source: str = "<memory>") -> np.ndarray:
     return make_events(array["timestamp"], array["x"], array["y"], array["polarity"])
 
 
+def polarities_are_binary(events: np.ndarray) -> bool:
+    """Every polarity is 0 or 1 (one reduction; a negative one reads as >= 128)."""
+    return not len(events) or int(events["polarity"].view(np.uint8).max()) <= 1
+
+
 def find_out_of_sensor(events: np.ndarray, sensor: SensorSize) -> int:
     """Index of the first event outside the sensor, or -1."""
     bad = (

@@ -33,10 +33,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from core.adapt import SensorAdapter
-from core.events import SensorSize
+from core.events import SensorSize, polarities_are_binary
 from streamer import wire
 from streamer.stream_pipeline import Outbox, StreamCounters, StreamModel, StreamPipeline
 from streamer.worker_queue import Pending
@@ -165,7 +163,7 @@ class Classifier:
             message = item.message
             pipeline = self.streams.get(stream)
             if isinstance(message, wire.Events):
-                if not self._acceptable(message):
+                if not self._acceptable(item):
                     continue
                 if pipeline is not None and (
                     pipeline.session != message.session or pipeline.sensor != message.sensor
@@ -189,7 +187,8 @@ class Classifier:
         if pipeline is not None:
             pipeline.push(run, cycle_start_ns)
 
-    def _acceptable(self, message: wire.Events) -> bool:
+    def _acceptable(self, item: Pending) -> bool:
+        message = item.message
         if not len(message.events):
             return False
         if not self._fits(message.sensor):
@@ -208,7 +207,10 @@ class Classifier:
                     self.model.compression.input_sensor,
                 )
             return False
-        if int(message.events["polarity"].view(np.uint8).max()) > 1:
+        polarity_ok = item.polarity_ok
+        if polarity_ok is None:
+            polarity_ok = polarities_are_binary(message.events)
+        if not polarity_ok:
             self._counters(message.stream).events_rejected += len(message.events)
             log.warning(
                 "stream %r: message %d rejected: polarity other than 0/1",

@@ -58,6 +58,7 @@ from typing import Any
 
 import zmq
 
+from core.events import polarities_are_binary
 from streamer import wire
 from streamer.classifier import (
     DEFAULT_IDLE_EVICT_S,
@@ -248,7 +249,10 @@ class Receiver(threading.Thread):
                         ):
                             stream = OTHER_STREAMS
                         self.events_received[stream] += len(message.events)
-                self.queue.put(Pending(message, received_ns), self.stop_event)
+                polarity_ok = None
+                if isinstance(message, wire.Events):
+                    polarity_ok = polarities_are_binary(message.events)
+                self.queue.put(Pending(message, received_ns, polarity_ok), self.stop_event)
         except BaseException as error:  # reported by the processing thread
             self.error = error
             raise

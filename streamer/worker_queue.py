@@ -23,6 +23,10 @@ class Pending:
 
     message: wire.Message
     received_ns: int
+    # Events: every polarity 0 or 1, checked by the receiving thread while the
+    # processing thread works (its first pass over the message, about a tenth of the
+    # processing thread's time at full speed); None: not checked yet.
+    polarity_ok: bool | None = None
 
     @property
     def events(self) -> int:

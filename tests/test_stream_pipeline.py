@@ -280,3 +280,24 @@ def test_large_messages_are_pushed_alone_small_ones_merged_with_the_same_predict
     assert max(large_pieces) == 65_536 and len(large_pieces) >= 6
     assert len(small) == len(large) == 4
     np.testing.assert_allclose(large, small, rtol=1e-5, atol=1e-5)
+
+
+def test_a_message_with_a_polarity_other_than_0_or_1_is_rejected_whoever_checked_it():
+    """The worker's receiving thread checks polarities (``Pending.polarity_ok``); a
+    message it did not check is checked by the processing thread. Either way a bad
+    message is rejected whole and counted, and the stream goes on."""
+    _, _, stream_model = nmnist_model()
+    bad = make_events(np.arange(5_000, 5_010), np.zeros(10), np.zeros(10), np.full(10, 2))
+    good = make_events(np.arange(0, 50_000, 10), np.ones(5_000), np.ones(5_000), np.ones(5_000))
+    for checked in (None, False):
+        sent: list[wire.Message] = []
+        classifier = Classifier(stream_model, ClassifierOptions(), Outbox(sent.append, "w"))
+        parts = [(good[:500], None), (bad, checked), (good[501:], None)]
+        items = [
+            Pending(wire.Events(stream="cam", session="p", seq=k, events=e, sensor=SENSOR), 0, ok)
+            for k, (e, ok) in enumerate(parts)
+        ]
+        classifier.process(items)
+        counters = classifier.counters["cam"]
+        assert counters.events_rejected == 10
+        assert counters.events == len(good) - 1

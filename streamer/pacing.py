@@ -36,9 +36,9 @@ def chunk_us_for_speed(speed: float, lossless: bool = False) -> int:
     receiver and the worker) tripled the worker's step and gave a p99 of 38-73 ms
     against 5-6 ms. Unpaced and lossless (evaluations, benchmarks): only throughput
     matters, and messages up to the 65,536-event cap (1 MiB, reached from 4 M ev/s)
-    went through loopback TCP about twice as fast as 1-4 ms ones
-    (docs/benchmarks.md). Unpaced with drops keeps 1 ms: its send queue counts
-    messages, and 1,000 large ones would hold a gigabyte."""
+    went through producer -> worker 40 % faster than 1 ms ones (docs/benchmarks.md).
+    Unpaced with drops keeps 1 ms: its send queue counts messages, and 1,000 large
+    ones would hold a gigabyte."""
     if math.isfinite(speed):
         return max(1, round(DEFAULT_CHUNK_US * speed))
     return UNPACED_LOSSLESS_CHUNK_US if lossless else DEFAULT_CHUNK_US

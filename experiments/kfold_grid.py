@@ -89,6 +89,18 @@ VARIANTS = {
             train={"augment": {}, "epochs": 60},
             label="full + event augmentation, 60 epochs (augmented crops fit slower)",
         ),
+        Variant(
+            "augment_dropout",
+            train={"augment": {}},
+            changes={"dropout": 0.3},
+            label="full + event augmentation + dropout 0.3 around the hidden layer",
+        ),
+        Variant(
+            "augment_small",
+            train={"augment": {}},
+            changes={"channels": [16, 32, 32, 64], "hidden": 128},
+            label="full + event augmentation, half the channels (16-32-32-64, hidden 128)",
+        ),
     )
 }
 
@@ -118,6 +130,7 @@ DVS_SIGN_ROBUSTNESS_GROUPS: dict[str, list[tuple[str, int]]] = {
     "levers": [("augment", 4)],
     "baseline": [("baseline", 4)],
     "longer": [("augment_e60", 4)],
+    "regularise": [("augment_dropout", 4), ("augment_small", 4)],
 }
 
 
@@ -478,6 +491,8 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
         compare(("augment", t), ("full", t), "lever: event augmentation")
         compare(("augment_e60", t), ("augment", t), "lever: 60 epochs instead of 30")
         compare(("augment_e60", t), ("full", t), "levers: augmentation and 60 epochs")
+        compare(("augment_dropout", t), ("augment", t), "lever: dropout 0.3")
+        compare(("augment_small", t), ("augment", t), "lever: half the channels")
     cost_path = folder / "cost.json"
     if cost_path.is_file():
         summary["cost"] = json.loads(cost_path.read_text())

@@ -26,10 +26,10 @@ def config(**changes) -> CompressionConfig:
     return CompressionConfig(**fields)
 
 
-def run_stream(compressor: StreamingCompressor, chunks, flush=True):
+def run_stream(compressor: StreamingCompressor, chunks, flush=True, sorted_checked=False):
     ends, values = [], []
     for chunk in chunks:
-        steps = compressor.push(chunk)
+        steps = compressor.push(chunk, sorted_checked=sorted_checked)
         assert steps.values.dtype == np.float32
         ends += steps.end_us.tolist()
         values += list(steps.values)
@@ -73,15 +73,16 @@ def stream_case(draw):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stream_case())
-def test_streaming_equals_offline_for_any_chunking(case):
+@given(stream_case(), st.booleans())
+def test_streaming_equals_offline_for_any_chunking(case, sorted_checked):
+    """Also when the caller says it checked the order (the worker's receiving thread)."""
     events, chunks, mode, tau, factor, start_before = case
     cfg = config(mode=mode, tau_s_us=tau, spatial_factor=factor)
     start = None
     if start_before is not None and len(events):
         start = int(events["timestamp"][0]) - start_before
     compressor = StreamingCompressor(cfg, start_us=start)
-    ends, values = run_stream(compressor, chunks)
+    ends, values = run_stream(compressor, chunks, sorted_checked=sorted_checked)
     if len(events) == 0:
         assert len(ends) == (0 if start is None else 1)
         return

@@ -212,7 +212,41 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- streaming
 
 
-def score_segments(log, max_hops: int) -> dict[str, Any]:
+MOTION_SHARE = 0.1  # a sign's motion "starts" when this share of its events has come
+
+
+def motion_starts_us(folder: Path, limit: int | None = None, gap_us: int = 0) -> dict[int, int]:
+    """Per segment (by its start in stream time), when ``MOTION_SHARE`` of its events
+    have arrived: the replay of ``folder`` made in this process exactly as the
+    producer plays it (shuffled, seed 0, back to back), so the segments match the
+    stream's. Converted video holds few events until the signer moves."""
+    import threading
+
+    import numpy as np
+
+    from core.source import Labels
+    from replay.player import open_replay
+
+    source = open_replay(folder, shuffle=True, seed=0, limit=limit, gap_us=gap_us)
+    segments, times = [], []
+    try:
+        for item in source.items(threading.Event()):
+            if isinstance(item, Labels):
+                segments.extend(item.segments)
+            elif isinstance(item, np.ndarray) and len(item):
+                times.append(item["timestamp"].copy())
+    finally:
+        source.close()
+    t = np.concatenate(times)
+    starts = {}
+    for segment in segments:
+        inside = t[np.searchsorted(t, segment.start_us) : np.searchsorted(t, segment.end_us)]
+        if len(inside):
+            starts[segment.start_us] = int(np.quantile(inside, MOTION_SHARE))
+    return starts
+
+
+def score_segments(log, max_hops: int, motion_us: dict[int, int] | None = None) -> dict[str, Any]:
     """Per-hop accuracy by hop since onset, decision latency and the "previous
     sample" check, from a ``streamer.prediction_log.PredictionLog`` of one replay.
 
@@ -220,11 +254,14 @@ def score_segments(log, max_hops: int) -> dict[str, Any]:
     also holds the end of the previous sample). The decision latency of a
     sample is onset -> end of the first hop from which the smoothed top-1 is
     correct and stays correct to the sample's last hop (none if its last hop
-    is wrong): the definitions of experiments/streaming_nmnist.py."""
+    is wrong): the definitions of experiments/streaming_nmnist.py. With
+    ``motion_us`` (``motion_starts_us``) the same decisions are also timed from
+    each sign's motion."""
     import numpy as np
 
     by_hop = [[0, 0, 0] for _ in range(max_hops)]
     latencies_ms: list[float] = []
+    from_motion_ms: list[float] = []
     undecided = answered = previous_label = 0
     for stream in log.streams.values():
         order = np.argsort(stream.t_end_us, kind="stable")
@@ -250,6 +287,8 @@ def score_segments(log, max_hops: int) -> dict[str, Any]:
                 wrong = np.flatnonzero(~right)
                 settled = int(wrong[-1]) + 1 if len(wrong) else 0
                 latencies_ms.append((int(t_end[first + settled]) - start) / 1e3)
+                if motion_us and start in motion_us:
+                    from_motion_ms.append((int(t_end[first + settled]) - motion_us[start]) / 1e3)
             before = label
     return {
         "hop_accuracy_by_hop_since_onset": [
@@ -270,6 +309,19 @@ def score_segments(log, max_hops: int) -> dict[str, Any]:
         },
         "answered_with_previous_samples_label": previous_label,
         "answered_segments": answered,
+        **(
+            {
+                "decision_latency_from_motion_ms": {
+                    "motion": f"{MOTION_SHARE:.0%} of the sign's events",
+                    "median": float(np.median(from_motion_ms)) if from_motion_ms else None,
+                    "p10": float(np.percentile(from_motion_ms, 10)) if from_motion_ms else None,
+                    "p90": float(np.percentile(from_motion_ms, 90)) if from_motion_ms else None,
+                    "decided": len(from_motion_ms),
+                }
+            }
+            if motion_us is not None
+            else {}
+        ),
     }
 
 
@@ -351,7 +403,9 @@ def cmd_stream(args: argparse.Namespace) -> None:
         "exit_code": code,
         "wall_s": time.perf_counter() - started,
         "demo": summary,
-        **score_segments(log, args.max_hops),
+        **score_segments(
+            log, args.max_hops, motion_starts_us(folder, args.limit, args.gap_us or 0)
+        ),
     }
     kind = f"stream-gap{args.gap_us}" if args.gap_us else "stream"
     kind += f"-ema{args.ema_tau_us}" if args.ema_tau_us else ""

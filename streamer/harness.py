@@ -26,7 +26,6 @@ import math
 import statistics
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,21 +132,25 @@ class Reference:
     chunks: list[np.ndarray] = field(default_factory=list)  # the first events, whole
     kept_events: int = 0
     events: int = 0
-    per_ms: Counter = field(default_factory=Counter)  # events per millisecond of event time
+    first_us: int | None = None
+    last_us: int | None = None
 
     def add(self, item, max_events: int) -> None:
         if not isinstance(item, np.ndarray) or not len(item):
             return
         self.events += len(item)
-        ms, counts = np.unique(item["timestamp"] // 1000, return_counts=True)
-        self.per_ms.update(dict(zip(ms.tolist(), counts.tolist(), strict=True)))
+        if self.first_us is None:
+            self.first_us = int(item["timestamp"][0])
+        self.last_us = int(item["timestamp"][-1])
         if self.kept_events < max_events:
             self.chunks.append(item)
             self.kept_events += len(item)
 
-    def events_between(self, start_us: int, end_us: int) -> int:
-        """Events in ``[start_us, end_us)`` (to the millisecond)."""
-        return sum(n for ms, n in self.per_ms.items() if start_us // 1000 <= ms < end_us // 1000)
+    def events_per_us(self) -> float:
+        """The workload's mean rate in event time."""
+        if self.first_us is None:
+            return 0.0
+        return self.events / (self.last_us - self.first_us + 1)
 
 
 @dataclass(frozen=True)
@@ -345,12 +348,17 @@ def dropped(observed: Observed) -> int:
     )
 
 
+def _stream_counters(observed: Observed) -> list[dict[str, int]]:
+    """The worker's counters of every stream (those no longer listed summed in one)."""
+    streams = list((observed.worker.get("streams") or {}).values())
+    return [*streams, observed.worker.get("streams_not_listed") or {}]
+
+
 def refused(observed: Observed) -> dict[str, int]:
     """What reached the worker and was not classified: messages refused as malformed
     or missing from the sequence, events rejected or arriving late. All zero in a
     sound run: a rate over refused events would count work never done."""
-    streams = list((observed.worker.get("streams") or {}).values())
-    streams.append(observed.worker.get("streams_not_listed") or {})
+    streams = _stream_counters(observed)
     return {
         "malformed_messages": sum((observed.worker.get("malformed") or {}).values()),
         "missing_messages": sum((observed.worker.get("missing_messages") or {}).values()),
@@ -370,9 +378,7 @@ def events_processed_per_s(observed: Observed) -> float | None:
     first_ns = observed.producer.get("first_events_ns")
     if not observed.predictions or first_ns is None:
         return None
-    streams = list((observed.worker.get("streams") or {}).values())
-    streams.append(observed.worker.get("streams_not_listed") or {})
-    events = sum(int(c.get("events", 0)) for c in streams)
+    events = sum(int(c.get("events", 0)) for c in _stream_counters(observed))
     last_ns = observed.predictions[-1][1]
     if last_ns <= first_ns or not events:
         return None
@@ -465,9 +471,7 @@ def throughput_report(
         "hop_us": compression.step_us,
         "transport": transport,
         "events": reference.events,
-        "events_per_hop": round(
-            reference.events / max(1, len(reference.per_ms)) * (compression.step_us / 1000), 1
-        ),  # fmt: skip
+        "events_per_hop": round(reference.events_per_us() * compression.step_us, 1),  # fmt: skip
         "events_per_s": _round(rate, 0),
         "compressor_events_per_s": round(compressor_rate),
         "ratio": _round(rate / compressor_rate if rate else None),

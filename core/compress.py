@@ -489,14 +489,8 @@ class StreamingCompressor:
         self._state = self._fresh_state(start_us)
         self.stats.resets += 1
 
-    def push(self, events: np.ndarray, *, sorted_checked: bool = False) -> CompressedSteps:
-        """Add a chunk (EVENT_DTYPE, in the input sensor); return the steps it completed.
-
-        ``sorted_checked``: the caller has checked that the chunk's timestamps never
-        decrease (the worker's receiving thread does, beside the processing thread),
-        so only its first event is checked against the stream's time here; a pass
-        over the timestamps, about a tenth of a push. Never set it unchecked: events
-        out of order would then be compressed into the wrong steps."""
+    def push(self, events: np.ndarray) -> CompressedSteps:
+        """Add a chunk (EVENT_DTYPE, in the input sensor); return the steps it completed."""
         events = as_events(events)
         self.stats.events_in += len(events)
         state = self._state
@@ -506,7 +500,7 @@ class StreamingCompressor:
         if state.start_us is None:
             state.start_us = int(events["timestamp"][0])
             state.last_us = state.start_us
-        events = self._drop_late(events, sorted_checked)
+        events = self._drop_late(events)
         if len(events) == 0:
             return self._no_steps()
         state.last_us = int(events["timestamp"][-1])
@@ -547,10 +541,10 @@ class StreamingCompressor:
     def _step_of(self, t_us: int) -> int:
         return (t_us - self._state.start_us) // self.step_us
 
-    def _drop_late(self, events: np.ndarray, sorted_checked: bool = False) -> np.ndarray:
+    def _drop_late(self, events: np.ndarray) -> np.ndarray:
         t = events["timestamp"]
         floor_us = self._state.last_us
-        if t[0] >= floor_us and (sorted_checked or len(t) == 1 or not np.any(t[1:] < t[:-1])):
+        if t[0] >= floor_us and (len(t) == 1 or not np.any(t[1:] < t[:-1])):
             return events
         running_max = np.maximum.accumulate(t)
         keep = t >= floor_us

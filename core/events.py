@@ -121,12 +121,6 @@ def polarities_are_binary(events: np.ndarray) -> bool:
     return not len(events) or int(events["polarity"].view(np.uint8).max()) <= 1
 
 
-def timestamps_sorted(events: np.ndarray) -> bool:
-    """No timestamp below its predecessor's."""
-    t = events["timestamp"]
-    return len(t) < 2 or not np.any(t[1:] < t[:-1])
-
-
 def find_out_of_sensor(events: np.ndarray, sensor: SensorSize) -> int:
     """Index of the first event outside the sensor, or -1."""
     bad = (

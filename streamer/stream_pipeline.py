@@ -43,18 +43,6 @@ MERGE_BUFFER_EVENTS = 1 << 18  # per stream, 4 MiB: larger merges get a fresh ar
 MERGE_UP_TO_EVENTS = 1 << 16
 
 
-def _checked_sorted(piece: list[Pending]) -> bool:
-    """The receiving thread found each message sorted, and each starts no earlier
-    than the one before ends: the merged events never go back in time."""
-    if not all(item.sorted_ok for item in piece):
-        return False
-    bounds = [
-        (int(i.message.events["timestamp"][0]), int(i.message.events["timestamp"][-1]))
-        for i in piece
-    ]
-    return all(end <= start for (_, end), (start, _) in zip(bounds, bounds[1:], strict=False))
-
-
 class StepRunner(Protocol):
     """What the worker needs of a model runner. ``models/runner.py`` makes them; whoever
     starts the worker hands one over, so the worker imports no model code."""
@@ -324,7 +312,7 @@ class StreamPipeline:
             )
         late_before = self.compressor.stats.events_dropped_late
         try:
-            steps = self.compressor.push(adapted, sorted_checked=_checked_sorted(piece))
+            steps = self.compressor.push(adapted)
         except EventError as error:  # checked per message before; a last line of defence
             self.counters.events_rejected += len(events)
             log.warning("stream %r: %d events rejected: %s", self.stream, len(events), error)

@@ -58,7 +58,7 @@ from typing import Any
 
 import zmq
 
-from core.events import polarities_are_binary, timestamps_sorted
+from core.events import polarities_are_binary
 from streamer import wire
 from streamer.classifier import (
     DEFAULT_IDLE_EVICT_S,
@@ -249,11 +249,10 @@ class Receiver(threading.Thread):
                         ):
                             stream = OTHER_STREAMS
                         self.events_received[stream] += len(message.events)
-                item = Pending(message, received_ns)
+                polarity_ok = None
                 if isinstance(message, wire.Events):
-                    item.polarity_ok = polarities_are_binary(message.events)
-                    item.sorted_ok = timestamps_sorted(message.events)
-                self.queue.put(item, self.stop_event)
+                    polarity_ok = polarities_are_binary(message.events)
+                self.queue.put(Pending(message, received_ns, polarity_ok), self.stop_event)
         except BaseException as error:  # reported by the processing thread
             self.error = error
             raise

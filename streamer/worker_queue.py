@@ -23,11 +23,10 @@ class Pending:
 
     message: wire.Message
     received_ns: int
-    # Events, checked by the receiving thread while the processing thread works (each
-    # a pass over the message, about a tenth of the processing thread's time at full
-    # speed): every polarity 0 or 1; timestamps never decreasing. None: not checked.
+    # Events: every polarity 0 or 1, checked by the receiving thread while the
+    # processing thread works (its first pass over the message, about a tenth of the
+    # processing thread's time at full speed); None: not checked yet.
     polarity_ok: bool | None = None
-    sorted_ok: bool | None = None
 
     @property
     def events(self) -> int:

@@ -26,10 +26,10 @@ def config(**changes) -> CompressionConfig:
     return CompressionConfig(**fields)
 
 
-def run_stream(compressor: StreamingCompressor, chunks, flush=True, sorted_checked=False):
+def run_stream(compressor: StreamingCompressor, chunks, flush=True):
     ends, values = [], []
     for chunk in chunks:
-        steps = compressor.push(chunk, sorted_checked=sorted_checked)
+        steps = compressor.push(chunk)
         assert steps.values.dtype == np.float32
         ends += steps.end_us.tolist()
         values += list(steps.values)
@@ -73,16 +73,15 @@ def stream_case(draw):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stream_case(), st.booleans())
-def test_streaming_equals_offline_for_any_chunking(case, sorted_checked):
-    """Also when the caller says it checked the order (the worker's receiving thread)."""
+@given(stream_case())
+def test_streaming_equals_offline_for_any_chunking(case):
     events, chunks, mode, tau, factor, start_before = case
     cfg = config(mode=mode, tau_s_us=tau, spatial_factor=factor)
     start = None
     if start_before is not None and len(events):
         start = int(events["timestamp"][0]) - start_before
     compressor = StreamingCompressor(cfg, start_us=start)
-    ends, values = run_stream(compressor, chunks, sorted_checked=sorted_checked)
+    ends, values = run_stream(compressor, chunks)
     if len(events) == 0:
         assert len(ends) == (0 if start is None else 1)
         return

@@ -301,29 +301,3 @@ def test_a_message_with_a_polarity_other_than_0_or_1_is_rejected_whoever_checked
         counters = classifier.counters["cam"]
         assert counters.events_rejected == 10
         assert counters.events == len(good) - 1
-
-
-def test_events_out_of_order_are_dropped_as_late_whatever_the_receiver_found():
-    """The receiving thread's order check (``Pending.sorted_ok``) spares the compressor a
-    pass only when every message of a push is sorted and none starts before the one
-    before it ends; otherwise late events are dropped and counted as before."""
-    _, _, stream_model = nmnist_model()
-    ones = np.ones(4)
-    first = make_events([1_000, 2_000, 3_000, 4_000], ones, ones, ones)
-    backwards = make_events([5_000, 4_500, 6_000, 7_000], ones, ones, ones)  # 4,500 late
-    overlapping = make_events([3_500, 8_000, 9_000, 10_000], ones, ones, ones)  # 3,500 late
-    cases = [
-        ((first, backwards, overlapping), (None, None, None), 2),
-        ((first, backwards, overlapping), (True, False, True), 2),
-        ((first, overlapping), (True, True), 1),  # each sorted, together not
-    ]
-    for chunks, flags, late in cases:
-        classifier = Classifier(stream_model, ClassifierOptions(), Outbox(lambda m: None, "w"))
-        items = [
-            Pending(wire.Events(stream="cam", session="p", seq=k, events=e, sensor=SENSOR), 0)
-            for k, e in enumerate(chunks)
-        ]
-        for item, ok in zip(items, flags, strict=True):
-            item.sorted_ok = ok
-        classifier.process(items)
-        assert classifier.counters["cam"].events_late == late, flags

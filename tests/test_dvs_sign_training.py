@@ -151,6 +151,7 @@ def test_default_checkpoint_is_the_small_gesture_network():
     # recipe's figure on unseen sessions comes from grouped folds (docs/results_dvs_sign.md).
     assert extra["dataset"] == "dvs_sign" and extra["train_samples"] == 600
     assert extra["val_samples"] == 0 and extra["train_config"]["augment"] == {}
+    assert extra["train_config"]["epochs"] == 60  # the grouped folds' best recipe
     assert config.stream_window_steps == 4 and config.stream_ema_tau_us == 500_000
 
 

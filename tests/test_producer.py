@@ -308,6 +308,27 @@ def test_dv_network_stream_through_the_producer():
         server.close()  # after the producer closed the source (the reader)
 
 
+def _messages_from(endpoint: str, timeout_s: float, stats: wire.WireStats | None = None):
+    """What a SUB socket subscribed to everything on ``endpoint`` receives, up to and
+    including ``end`` (or until ``timeout_s``)."""
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(endpoint)
+    stats = stats or wire.WireStats()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            message = wire.receive(sub, stats, log, timeout_ms=100)
+            if message is None:
+                continue
+            yield message
+            if message.type == "end":
+                return
+    finally:
+        sub.close(0)
+
+
 def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
     producer = processes.start_producer(
         ["--synthetic", "200k", "--wait-subscribers", "1", "--stream-id", "load", "--json"],
@@ -316,26 +337,16 @@ def test_produce_command_stops_cleanly_on_sigint_and_sends_end():
     )
     try:
         assert producer.ready["stream"] == "load" and producer.ready["session"]
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.connect(producer.endpoint)
         stats = wire.WireStats()
         tracker = wire.SequenceTracker(stats)
         types = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            message = wire.receive(sub, stats, log, timeout_ms=100)
-            if message is None:
-                continue
+        for message in _messages_from(producer.endpoint, 10, stats):
             tracker.observe(message)
             types.append(message.type)
             if len(types) == 30:
                 producer.signal(signal.SIGINT)
             if message.type == "end":
                 assert message.reason == "stopped"
-                break
-        sub.close(0)
         assert producer.process.wait(10) == 0, producer.failure("failed")
     finally:
         producer.stop()
@@ -359,25 +370,13 @@ def test_a_lossless_produce_command_delivers_its_whole_queue_before_it_exits():
         timeout_s=60,
     )
     try:
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.connect(producer.endpoint)
-        stats = wire.WireStats()
         received, events = [], 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            message = wire.receive(sub, stats, log, timeout_ms=100)
-            if message is None:
-                continue
+        for message in _messages_from(producer.endpoint, 60):
             received.append(message.type)
             if message.type == "events":
                 events += len(message.events)
                 if len(received) < 20:
                     time.sleep(0.05)  # slow at first: the producer finishes meanwhile
-            if message.type == "end":
-                break
-        sub.close(0)
         assert producer.process.wait(30) == 0, producer.failure("failed")
     finally:
         producer.stop()
@@ -553,22 +552,12 @@ def test_a_fast_replay_sends_fewer_larger_messages_unless_told(extra, chunk_us):
         timeout_s=60,
     )
     try:
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.connect(producer.endpoint)
-        spans, deadline = [], time.monotonic() + 60
-        while time.monotonic() < deadline:
-            message = wire.receive(sub, wire.WireStats(), log, timeout_ms=100)
-            if message is None:
-                continue
+        spans = []
+        for message in _messages_from(producer.endpoint, 60):
             if message.type == "events" and len(message.events):
                 t = message.events["timestamp"]
                 assert t[0] // chunk_us == t[-1] // chunk_us  # never across the grid
                 spans.append(int(t[-1] - t[0]))
-            if message.type == "end":
-                break
-        sub.close(0)
         assert producer.process.wait(10) == 0, producer.failure("failed")
     finally:
         producer.stop()

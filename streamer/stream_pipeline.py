@@ -30,16 +30,16 @@ import numpy as np
 
 from core.adapt import SensorAdapter
 from core.compress import CompressedSteps, CompressionConfig, StreamingCompressor
-from core.events import EVENT_DTYPE, EventError, SensorSize, concat_events
+from core.events import EVENT_DTYPE, EventError, SensorSize
 from streamer import wire
 from streamer.preview import PreviewImage
 from streamer.worker_queue import Pending
 
 log = logging.getLogger("stcsnn.worker")
 
-MERGE_BUFFER_EVENTS = 1 << 18  # per stream, 4 MiB: larger merges get a fresh array
-# Messages are merged into pushes of up to this many events; a message that large
-# goes alone, without the copy (a push costs little beside 65,536 events of work).
+# Messages are merged into pushes of up to this many events (1 MiB: also the bound
+# of the per-stream merge buffer); a message that large goes alone, without the
+# copy (a push costs little beside 65,536 events of work).
 MERGE_UP_TO_EVENTS = 1 << 16
 
 
@@ -281,15 +281,14 @@ class StreamPipeline:
         """The piece's events as one array: in a buffer reused from push to push (a
         fresh array per push costs its page faults, about a third of the copy). Valid
         until the next push: nothing downstream keeps the events themselves (the
-        compressor keeps its own state, the preview its counts)."""
+        compressor keeps its own state, the preview its counts). ``_pieces`` keeps a
+        piece of several messages within MERGE_UP_TO_EVENTS."""
         parts = [item.message.events for item in piece]
         if len(parts) == 1:
             return parts[0]
         count = sum(len(p) for p in parts)
-        if count > MERGE_BUFFER_EVENTS:  # rare and large: not worth keeping per stream
-            return concat_events(parts)
         if len(self._merge_buffer) < count:
-            self._merge_buffer = np.empty(min(2 * count, MERGE_BUFFER_EVENTS), EVENT_DTYPE)
+            self._merge_buffer = np.empty(min(2 * count, MERGE_UP_TO_EVENTS), EVENT_DTYPE)
         words = self._merge_buffer.view(np.uint64)
         at = 0
         for part in parts:

@@ -39,6 +39,7 @@ from core.source import DEFAULT_CHUNK_US, Source
 from streamer import wire
 from streamer.pipeline import Pipeline
 from streamer.prediction_log import PredictionLog, percentile
+from streamer.processes import ChildFailed
 
 STAGES = (
     "wait_close",
@@ -55,6 +56,7 @@ STAGES = (
 WARMUP_US = 1_000_000  # predictions of the first second of event time are not scored
 MAX_STEPS_TIMED = 300
 QUIET_AFTER_PRODUCER_S = 3.0  # then the producer's end message is taken as lost
+PRODUCER_DONE_S = 10.0  # after the end message: the producer's final stats, at most this late
 REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compressor figures
 COMPRESSOR_PUSH_EVENTS = 100_000  # the bare compressor's pushes (compressor_events_per_s)
 
@@ -299,6 +301,13 @@ def run_processes(
             if isinstance(message, wire.End):
                 observed.end_received = True
                 break
+        if observed.end_received:
+            # Its stats (the first events' send time) come when it exits after end;
+            # stopping it first sometimes lost them.
+            try:
+                pipeline.producer.wait_status("done", PRODUCER_DONE_S)
+            except ChildFailed:
+                pass  # without them the report gives no events_per_s
     observed.wall_s = time.monotonic() - started
     observed.producer = pipeline.producer_stats or {}
     observed.worker = pipeline.worker_stats or {}

@@ -301,7 +301,10 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
         for k in range(35, 50):  # seq 30-34 missing
             send(_events("s1", k, _chunk(k * 1000)))
         send(_events("s1", 50, _chunk(50_000, 7, polarity=3)))
-        for k in range(51, 60):
+        outside = _chunk(51_000)
+        outside["x"][:2], outside["y"][2] = (34, -1), 40  # beyond the 34x34 sensor
+        send(_events("s1", 51, outside))
+        for k in range(52, 60):
             send(_events("s1", k, _chunk(k * 1000)))
         for k in range(60, 70):  # event time jumps to 5 s
             send(_events("s1", k, _chunk(5_000_000 + k * 1000)))
@@ -327,6 +330,7 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
     assert stats["restarts"] == {"cam0": 1}
     cam0 = stats["streams"]["cam0"]
     assert cam0["events_rejected"] == 7
+    assert cam0["events_outside_input"] == 3  # dropped by the adapter, the stream goes on
     assert cam0["resets"] == 2 and cam0["sessions"] == 2 and cam0["ended"] == 1
     assert cam0["steps"] == cam0["predictions"] == 9 and stats["errors"] == 0
     predictions = [(m.source_session, m.t_end_us, m.step) for m in sub.of_type("prediction")]
@@ -350,7 +354,7 @@ def test_worker_survives_garbage_counts_gaps_and_resets_on_jumps_and_restarts(tm
         assert message.closed_by_received_ns < message.published_ns
     previews = sub.of_type("preview")
     assert previews and all(p.image.shape == (2, 34, 34) for p in previews)
-    assert sum(p.events for p in previews) == (30 + 15 + 9 + 10 + 20) * 40
+    assert sum(p.events for p in previews) == (30 + 15 + 9 + 10 + 20) * 40 - 3
 
 
 def test_preview_and_stats_messages_round_trip_and_bad_previews_are_refused():

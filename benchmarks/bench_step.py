@@ -10,9 +10,16 @@ all of them (medians of the rounds):
   into the convolutions), the streaming state in the conv's channels_last layout,
   the graded spike computed directly without gradients;
 * ``unfolded``: the same without the BatchNorm folding;
-* ``before``: the same weights unfolded, the state in the default (NCHW) layout and
-  the spike through the autograd Function: what the step did at b46c34d (the
+* ``before``: the same weights unfolded, the state in the default (NCHW) layout,
+  the arithmetic unfused and the spike through the autograd Function: what the
+  step did at b46c34d (the
   outputs are identical: tests/test_blocks.py, tests/test_neurons.py);
+* ``unfused``: ``runner`` with the synaptic filter and the neuron written as they were
+  before they became one fused kernel per line (``torch.lerp``, ``torch.addcmul``,
+  ``torch.sub(..., alpha=)``; the spike as clamp-then-floor without the division by
+  a threshold of 1): four passes over the current for the filter, two each for the
+  membrane and the reset. The values are the same (tests/test_blocks.py,
+  tests/test_neurons.py);
 * ``runner_at_hop_pace``: ``runner`` with a 10 ms sleep before every step, as a
   worker waits for the next hop: the core goes idle and its caches cool, which
   costs more than any of the above (docs/benchmarks.md).
@@ -31,8 +38,12 @@ from pathlib import Path
 
 import torch
 
+import models.blocks
+import models.neurons
+from models.blocks import SCBState
 from models.checkpoint import load_checkpoint
 from models.default_checkpoints import default_checkpoint
+from models.neurons import MTLIFState
 from models.runner import for_inference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +59,36 @@ def nchw_state(state):
     return type(state)(*parts) if hasattr(state, "_fields") else type(state)(parts)
 
 
+def _unfused_mtlif_step(input_current, state, beta, p):
+    u = beta * state.u + input_current
+    spikes = torch.floor(u / p.threshold).clamp_(0, p.levels)
+    return spikes, MTLIFState(u - p.threshold * spikes.detach())
+
+
+def _unfused_filter_and_fire(self, z, state, *, lam, beta):
+    c = z if lam is None else lam * state.synaptic + (1.0 - lam) * z
+    spikes, neuron_state = _unfused_mtlif_step(c, state.neuron, beta, self.neuron.p)
+    return spikes, SCBState(state.synaptic if lam is None else c, neuron_state)
+
+
+@contextlib.contextmanager
+def unfused():
+    """The filter and the neuron as written before the fused kernels (module docstring)."""
+    saved = (models.neurons.mtlif_step, models.blocks.SynapticConvBlock._filter_and_fire)
+    models.neurons.mtlif_step = _unfused_mtlif_step  # the hidden layer's MT-LIF
+    models.blocks.SynapticConvBlock._filter_and_fire = _unfused_filter_and_fire
+    try:
+        yield
+    finally:
+        models.neurons.mtlif_step, models.blocks.SynapticConvBlock._filter_and_fire = saved
+
+
+@contextlib.contextmanager
+def before():
+    with torch.enable_grad(), unfused():  # the autograd Function, the old arithmetic
+        yield
+
+
 def variants(model):
     """name -> (model, state, context): the context selects the spike's code path."""
     state = model.initial_state(1)
@@ -55,7 +96,8 @@ def variants(model):
     return {
         "runner": (runner, state, contextlib.nullcontext),
         "unfolded": (model, state, contextlib.nullcontext),
-        "before": (model, nchw_state(state), torch.enable_grad),  # the autograd Function
+        "unfused": (runner, state, unfused),
+        "before": (model, nchw_state(state), before),
         "runner_at_hop_pace": (runner, state, contextlib.nullcontext),
     }
 
@@ -84,6 +126,7 @@ def measure(name: str, rounds: int) -> dict:
         "input_shape": list(config.input_shape),
         "step_ms_median": medians,
         "before_over_runner": round(medians["before"] / medians["runner"], 2),
+        "unfused_over_runner": round(medians["unfused"] / medians["runner"], 2),
         "rounds_ms": {v: [round(t, 3) for t in ts] for v, ts in times.items()},
     }
 
@@ -105,7 +148,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for row in results["checkpoints"]:
-        print(row["checkpoint"], row["step_ms_median"], "before/runner", row["before_over_runner"])
+        ratio = row["unfused_over_runner"]
+        print(row["checkpoint"], row["step_ms_median"], "unfused/runner", ratio)
     print(f"wrote {args.out}")
 
 

@@ -103,7 +103,8 @@ class SynapticConvBlock(nn.Module):
         """The block's step after conv+BN: ``z [B, C_out, H, W]`` -> spikes (before the
         pool) and the new state; with the filter off the synaptic state is passed on
         as it is (the same tensor, which the CUDA graph runner relies on)."""
-        c = z if lam is None else lam * state.synaptic + (1.0 - lam) * z
+        # lerp(z, c_prev, lam) = lam * c_prev + (1 - lam) * z in one pass instead of four.
+        c = z if lam is None else torch.lerp(z, state.synaptic, lam)
         spikes, neuron_state = mtlif_step(c, state.neuron, beta, self.neuron.p)
         return spikes, SCBState(state.synaptic if lam is None else c, neuron_state)
 

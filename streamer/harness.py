@@ -351,10 +351,19 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def dropped(observed: Observed) -> int:
+def dropped(observed: Observed) -> int | None:
+    """Events the producer and the worker dropped; None (unknown, not zero) when the
+    final stats of either never came."""
+    if not observed.producer or not observed.worker:
+        return None
     return int(observed.producer.get("dropped_events") or 0) + int(
         observed.worker.get("dropped_events") or 0
     )
+
+
+def steps_skipped(observed: Observed) -> int | None:
+    """Steps the worker did not run under overload; None when its stats never came."""
+    return int(observed.worker.get("steps_skipped") or 0) if observed.worker else None
 
 
 def _stream_counters(observed: Observed) -> list[dict[str, int]]:
@@ -363,10 +372,14 @@ def _stream_counters(observed: Observed) -> list[dict[str, int]]:
     return [*streams, observed.worker.get("streams_not_listed") or {}]
 
 
-def refused(observed: Observed) -> dict[str, int]:
+def refused(observed: Observed) -> dict[str, int | None]:
     """What reached the worker and was not classified: messages refused as malformed
     or missing from the sequence, events rejected or arriving late. All zero in a
-    sound run: a rate over refused events would count work never done."""
+    sound run: a rate over refused events would count work never done. None each
+    (unknown) when the worker's final stats never came."""
+    names = ("malformed_messages", "missing_messages", "events_rejected", "events_late")
+    if not observed.worker:
+        return dict.fromkeys(names)
     streams = _stream_counters(observed)
     return {
         "malformed_messages": sum((observed.worker.get("malformed") or {}).values()),
@@ -432,7 +445,7 @@ def latency_report(
         "events": reference.events,
         "dropped": dropped(observed),
         **refused(observed),
-        "steps_skipped": int(observed.worker.get("steps_skipped") or 0),
+        "steps_skipped": steps_skipped(observed),
         "compressor_events_per_s": round(compressor_rate),
         "predictions": len(observed.predictions),
         "scored_predictions": len(samples["end_to_end"]),
@@ -487,7 +500,7 @@ def throughput_report(
         "step_ms_p50": _round(percentile(step_ms, 50)),
         "dropped": dropped(observed),
         **refused(observed),
-        "steps_skipped": int(observed.worker.get("steps_skipped") or 0),
+        "steps_skipped": steps_skipped(observed),
         "end_received": observed.end_received,
         "wall_s": round(observed.wall_s, 3),
     }
@@ -521,8 +534,9 @@ def plot_rates(reports: list[dict[str, Any]], path: Path, title: str) -> Path:
         latency.plot(rates, [r[key] for r in reports], marker="o", label=key[11:])
     latency.set(xscale="log", yscale="log", xlabel="input events/s", ylabel="end to end, ms")
     latency.legend()
-    drops.plot(rates, [r["dropped"] for r in reports], marker="o", label="events dropped")
-    drops.plot(rates, [r["steps_skipped"] for r in reports], marker="o", label="steps skipped")
+    for key, label in (("dropped", "events dropped"), ("steps_skipped", "steps skipped")):
+        counts = [math.nan if r[key] is None else r[key] for r in reports]  # None: unknown
+        drops.plot(rates, counts, marker="o", label=label)
     drops.set(xscale="log", xlabel="input events/s")
     drops.legend()
     figure.suptitle(title, fontsize=10)

@@ -82,3 +82,29 @@ def test_throughput_over_unix_sockets_with_larger_messages():
     assert report["transport"] == "ipc" and "4000 µs per message" in report["source"]
     assert report["dropped"] == 0 and report["end_received"]
     assert report["events"] == pytest.approx(4_000_000, rel=0.02) and report["events_per_s"] > 0
+
+
+def test_counts_without_the_final_stats_are_unknown_not_zero():
+    """A process whose final stats never came dropped and refused an unknown number of
+    events: the report says None, and a sweep does not read it as keeping up."""
+    from streamer.harness import Observed, dropped, refused, steps_skipped
+
+    missing = Observed()
+    missing.producer = {"dropped_events": 0}
+    assert dropped(missing) is None and steps_skipped(missing) is None
+    assert set(refused(missing).values()) == {None}
+    sound = Observed()
+    sound.producer = {"dropped_events": 2}
+    sound.worker = {
+        "dropped_events": 3,
+        "steps_skipped": 1,
+        "malformed": {"bad_header": 1},
+        "streams": {"cam": {"events_rejected": 4, "events_late": 5}},
+    }
+    assert dropped(sound) == 5 and steps_skipped(sound) == 1
+    assert refused(sound) == {
+        "malformed_messages": 1,
+        "missing_messages": 0,
+        "events_rejected": 4,
+        "events_late": 5,
+    }

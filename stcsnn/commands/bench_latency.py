@@ -134,12 +134,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(value: int | None) -> str:
+    """A count from the processes' final stats; None when they never came."""
+    return "unknown (no final stats)" if value is None else str(value)
+
+
 def _line(report: dict) -> str:
     text = (
         f"{report['source']}: end to end p50 {report['latency_ms_p50']} ms, "
         f"p99 {report['latency_ms_p99']} ms; step {report['step_ms_p50']} ms in-process, "
-        f"overhead p50 {report['overhead_ms_p50']} ms; {report['dropped']} events dropped, "
-        f"{report['steps_skipped']} steps skipped"
+        f"overhead p50 {report['overhead_ms_p50']} ms; {_count(report['dropped'])} events "
+        f"dropped, {_count(report['steps_skipped'])} steps skipped"
     )
     if "streaming_accuracy" in report:
         text += (

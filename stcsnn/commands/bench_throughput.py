@@ -16,6 +16,7 @@ import argparse
 import json
 
 from stcsnn.commands.bench_latency import (
+    _count,
     _line,
     add_source_options,
     model_choice,
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{result['source']}: {result['events_per_s']} ev/s through producer -> "
                 f"worker; bare compressor {result['compressor_events_per_s']} ev/s; "
-                f"ratio {result['ratio']}; {result['dropped']} dropped"
+                f"ratio {result['ratio']}; {_count(result['dropped'])} dropped"
             )
     write(args.out, "throughput.json", result)
     if args.json:

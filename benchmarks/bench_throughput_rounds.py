@@ -3,11 +3,13 @@ message sizes and both transports, in interleaved rounds (the machine is shared:
 only figures of the same round compare).
 
     .venv/bin/python benchmarks/bench_throughput_rounds.py [--rounds 3] [--seconds 15]
+        [--variants NAME ...] [--out FILE]
 
 Each run is ``stcsnn bench throughput --synthetic 10M --seconds S --json`` (128x128,
 the gesture checkpoint, the real processes); the variants are the producer's default
-for unpaced sources (16 ms of event time, messages at the 65,536-event cap) and the
-1 ms and 4 ms messages measured before, over loopback TCP and Unix sockets.
+for unpaced lossless sources (16 ms of event time, at most 262,144 events a message),
+the same with the 65,536-event cap of before, and the 1 ms and 4 ms messages measured
+before that, over loopback TCP and Unix sockets.
 Medians per variant. Writes benchmarks/results/harness/throughput_rounds.json.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "tcp, default (16 ms)": ["--transport", "tcp"],
+    "tcp, 16 ms, 65,536-event cap": ["--transport", "tcp", "--max-chunk-events", "65536"],
     "tcp, 4 ms": ["--transport", "tcp", "--chunk-us", "4000"],
     "tcp, 1 ms": ["--transport", "tcp", "--chunk-us", "1000"],
     "ipc, default (16 ms)": ["--transport", "ipc"],
@@ -51,12 +54,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), help="only these (default: all)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/harness/throughput_rounds.json"
     )
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    chosen = {name: VARIANTS[name] for name in args.variants or VARIANTS}
+    runs: dict[str, list[dict]] = {name: [] for name in chosen}
     for _ in range(args.rounds):
-        for name, options in VARIANTS.items():
+        for name, options in chosen.items():
             runs[name].append(one_run(options, args.seconds))
             print(name, json.dumps(runs[name][-1]), flush=True)
     medians = {

@@ -35,8 +35,9 @@ import numpy as np
 
 from core.compress import CompressionConfig, StreamingCompressor
 from core.events import SensorSize, concat_events
-from core.source import DEFAULT_CHUNK_US, Source
+from core.source import DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS, Source
 from streamer import wire
+from streamer.pacing import MessageSize
 from streamer.pipeline import Pipeline
 from streamer.prediction_log import PredictionLog, percentile
 from streamer.processes import ChildFailed
@@ -59,6 +60,7 @@ QUIET_AFTER_PRODUCER_S = 3.0  # then the producer's end message is taken as lost
 PRODUCER_DONE_S = 10.0  # after the end message: the producer's final stats, at most this late
 REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compressor figures
 COMPRESSOR_PUSH_EVENTS = 100_000  # the bare compressor's pushes (compressor_events_per_s)
+DEFAULT_MESSAGE_SIZE = MessageSize(DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS)
 
 
 # --- the workload, in-process ----------------------------------------------------------
@@ -79,34 +81,39 @@ class Workload:
         rate: float,
         sensor: SensorSize,
         seconds: float,
+        size: MessageSize = DEFAULT_MESSAGE_SIZE,
         seed: int = 0,
-        chunk_us: int = DEFAULT_CHUNK_US,
     ):
         from streamer.sources import SyntheticSource
 
         args = ("--synthetic", str(rate), "--sensor", f"{sensor.width}x{sensor.height}")
-        args += ("--duration-s", str(seconds), "--seed", str(seed), "--chunk-us", str(chunk_us))
+        args += ("--duration-s", str(seconds), "--seed", str(seed), *_size_args(size))
         duration_us = round(seconds * 1e6)
         return cls(
             args,
-            f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s" + _chunk_note(chunk_us),
+            f"synthetic {rate / 1e6:g} M ev/s, {sensor}, {seconds:g} s" + _size_note(size),
             lambda: SyntheticSource(
-                rate, sensor=sensor, duration_us=duration_us, seed=seed, chunk_us=chunk_us
+                rate,
+                sensor=sensor,
+                duration_us=duration_us,
+                seed=seed,
+                chunk_us=size.chunk_us,
+                max_chunk_events=size.max_events,
             ),
         )
 
     @classmethod
-    def replay(cls, path: str, limit: int | None = None, chunk_us: int = DEFAULT_CHUNK_US):
+    def replay(cls, path: str, limit: int | None = None, size: MessageSize = DEFAULT_MESSAGE_SIZE):
         from replay.player import open_replay
 
-        args = ("--replay", str(path), "--chunk-us", str(chunk_us))
+        args = ("--replay", str(path), *_size_args(size))
         args += ("--limit", str(limit)) if limit else ()
         return cls(
             args,
-            f"replay of {path}"
-            + (f" ({limit} recordings)" if limit else "")
-            + _chunk_note(chunk_us),
-            lambda: open_replay(path, limit=limit, chunk_us=chunk_us),
+            f"replay of {path}" + (f" ({limit} recordings)" if limit else "") + _size_note(size),
+            lambda: open_replay(
+                path, limit=limit, chunk_us=size.chunk_us, max_chunk_events=size.max_events
+            ),
         )
 
     def reference(self, max_events: int = REFERENCE_EVENTS) -> Reference:
@@ -122,8 +129,16 @@ class Workload:
         return reference
 
 
-def _chunk_note(chunk_us: int) -> str:
-    return "" if chunk_us == DEFAULT_CHUNK_US else f", {chunk_us} µs per message"
+def _size_args(size: MessageSize) -> tuple[str, ...]:
+    return ("--chunk-us", str(size.chunk_us), "--max-chunk-events", str(size.max_events))
+
+
+def _size_note(size: MessageSize) -> str:
+    """The message size in a description, where it is not the default's."""
+    note = "" if size.chunk_us == DEFAULT_CHUNK_US else f", {size.chunk_us} µs per message"
+    if size.max_events != DEFAULT_MAX_CHUNK_EVENTS:
+        note += f" (at most {size.max_events:,} events)"
+    return note
 
 
 @dataclass

@@ -10,10 +10,20 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import NamedTuple
 
-from core.source import DEFAULT_CHUNK_US
+from core.source import DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS
 
-UNPACED_LOSSLESS_CHUNK_US = 16_000  # --speed max --lossless; the event cap bounds the size
+# --speed max --lossless: 16 ms of event time, up to 262,144 events (4 MiB) a message.
+UNPACED_LOSSLESS_CHUNK_US = 16_000
+UNPACED_LOSSLESS_MAX_CHUNK_EVENTS = 1 << 18
+
+
+class MessageSize(NamedTuple):
+    """How a producer cuts its source into messages."""
+
+    chunk_us: int  # event time per message
+    max_events: int  # at most this many events: a denser window is cut into several
 
 
 def parse_speed(text: str | float) -> float:
@@ -29,19 +39,23 @@ def parse_speed(text: str | float) -> float:
     return speed
 
 
-def chunk_us_for_speed(speed: float, lossless: bool = False) -> int:
-    """Event time per message. Paced: one millisecond of wall time, a live sensor's
-    packet rate; at a fixed 1 ms of event time a 4x replay sent 4,000 messages a
-    second, whose per-message cost on the two cores (producer, the worker's
-    receiver and the worker) tripled the worker's step and gave a p99 of 38-73 ms
-    against 5-6 ms. Unpaced and lossless (evaluations, benchmarks): only throughput
-    matters, and messages up to the 65,536-event cap (1 MiB, reached from 4 M ev/s)
-    went through producer -> worker 40 % faster than 1 ms ones (docs/benchmarks.md).
-    Unpaced with drops keeps 1 ms: its send queue counts messages, and 1,000 large
-    ones would hold a gigabyte."""
+def message_size_for_speed(speed: float, lossless: bool = False) -> MessageSize:
+    """Event time and events per message. Paced: one millisecond of wall time, a live
+    sensor's packet rate; at a fixed 1 ms of event time a 4x replay sent 4,000
+    messages a second, whose per-message cost on the two cores (producer, the
+    worker's receiver and the worker) tripled the worker's step and gave a p99 of
+    38-73 ms against 5-6 ms. Unpaced and lossless (evaluations, benchmarks): only
+    throughput matters; 16 ms messages went through producer -> worker 40 % faster
+    than 1 ms ones, and lifting their event cap from 65,536 to 262,144 (one message
+    per 16 ms at 10 M ev/s instead of three) another 14 %: each message costs the
+    worker a hand-over between its threads (docs/benchmarks.md). Unpaced with drops
+    keeps 1 ms and the general cap: its send queue counts messages, and 1,000 large
+    ones would hold gigabytes."""
     if math.isfinite(speed):
-        return max(1, round(DEFAULT_CHUNK_US * speed))
-    return UNPACED_LOSSLESS_CHUNK_US if lossless else DEFAULT_CHUNK_US
+        return MessageSize(max(1, round(DEFAULT_CHUNK_US * speed)), DEFAULT_MAX_CHUNK_EVENTS)
+    if lossless:
+        return MessageSize(UNPACED_LOSSLESS_CHUNK_US, UNPACED_LOSSLESS_MAX_CHUNK_EVENTS)
+    return MessageSize(DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS)
 
 
 class Pacer:

@@ -22,7 +22,7 @@ import zmq
 from core.events import EVENT_DTYPE, SensorSize
 from core.source import PreloadedSource, SourceEnd, SourceError
 from streamer import processes, wire
-from streamer.pacing import Pacer, chunk_us_for_speed, parse_speed
+from streamer.pacing import Pacer, message_size_for_speed, parse_speed
 from streamer.producer import run_producer
 from streamer.sources import DvNetworkSource, SyntheticSource
 from streamer.transport import EndpointError, check_endpoint
@@ -534,11 +534,34 @@ def _wait_for_line(lines: list[str], text: str, timeout_s: float = 20) -> None:
 
 
 def test_chunks_hold_one_millisecond_of_wall_time_at_any_speed():
-    assert chunk_us_for_speed(1.0) == 1000
-    assert chunk_us_for_speed(4.0) == 4000
-    assert chunk_us_for_speed(0.5) == 500
-    assert chunk_us_for_speed(math.inf, lossless=True) == 16_000  # large messages
-    assert chunk_us_for_speed(math.inf) == 1000  # drops: the queue counts messages
+    assert message_size_for_speed(1.0) == (1000, 65_536)
+    assert message_size_for_speed(4.0) == (4000, 65_536)
+    assert message_size_for_speed(0.5) == (500, 65_536)
+    # Unpaced and lossless: large messages; with drops the queue counts messages.
+    assert message_size_for_speed(math.inf, lossless=True) == (16_000, 262_144)
+    assert message_size_for_speed(math.inf) == (1000, 65_536)
+
+
+@pytest.mark.parametrize(
+    ("extra", "largest"), [((), 262_144), (("--max-chunk-events", "50000"), 50_000)]
+)
+def test_an_unpaced_lossless_producer_sends_messages_up_to_its_event_cap(extra, largest):
+    """20 M ev/s in 16 ms windows is 320,000 events a window: cut at 262,144 events
+    unless --max-chunk-events says otherwise; every event arrives once."""
+    producer = processes.start_producer(
+        ["--synthetic", "20M", "--duration-s", "0.048", "--speed", "max", "--lossless"]
+        + ["--seed", "3", "--wait-subscribers", "1", *extra],
+        cwd=ROOT,
+        timeout_s=60,
+    )
+    try:
+        sizes = [len(m.events) for m in _messages_from(producer.endpoint, 60) if m.type == "events"]
+    finally:
+        producer.stop()
+    assert max(sizes) == largest
+    same = SyntheticSource(20e6, duration_us=48_000, seed=3, chunk_us=16_000)
+    items = same.items(threading.Event())
+    assert sum(sizes) == sum(len(i) for i in items if isinstance(i, np.ndarray))
 
 
 @pytest.mark.parametrize(("extra", "chunk_us"), [((), 4000), (("--chunk-us", "1000"), 1000)])

@@ -40,6 +40,11 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
         " time, 1000 µs x the replay's --speed)",
     )
     parser.add_argument(
+        "--max-chunk-events",
+        type=int,
+        help="events per producer message at most (default as `stcsnn produce`)",
+    )
+    parser.add_argument(
         "--model", metavar="CKPT", help="checkpoint (default: the project's for the sensor)"
     )
     parser.add_argument("--hop-us", type=int, help="step length (default: the checkpoint's)")
@@ -70,18 +75,18 @@ def workload(
     sizes them unless ``--chunk-us`` says otherwise."""
     from core.events import SensorSize
     from streamer.harness import Workload
-    from streamer.pacing import chunk_us_for_speed, parse_speed
+    from streamer.pacing import MessageSize, message_size_for_speed, parse_speed
 
-    chunk_us = args.chunk_us
-    if chunk_us is None:
-        chunk_us = chunk_us_for_speed(parse_speed(speed), lossless)
-    if chunk_us <= 0:
-        raise ValueError(f"--chunk-us must be positive, got {chunk_us}")
-    if args.replay:
-        return Workload.replay(args.replay, args.limit, chunk_us=chunk_us)
-    return Workload.synthetic(
-        rate or args.synthetic, SensorSize(*args.sensor), args.seconds, chunk_us=chunk_us
+    default = message_size_for_speed(parse_speed(speed), lossless)
+    size = MessageSize(
+        default.chunk_us if args.chunk_us is None else args.chunk_us,
+        default.max_events if args.max_chunk_events is None else args.max_chunk_events,
     )
+    if size.chunk_us <= 0 or size.max_events <= 0:
+        raise ValueError(f"--chunk-us and --max-chunk-events must be positive, got {size}")
+    if args.replay:
+        return Workload.replay(args.replay, args.limit, size)
+    return Workload.synthetic(rate or args.synthetic, SensorSize(*args.sensor), args.seconds, size)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -77,7 +77,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--chunk-us",
         type=int,
         help="event time per message (default: 1 ms of wall time, 1000 µs x --speed;"
-        " 1000 µs live or unpaced; 16 ms unpaced --lossless; at most 65,536 events)",
+        " 1000 µs live or unpaced; 16 ms unpaced --lossless)",
+    )
+    pacing.add_argument(
+        "--max-chunk-events",
+        type=int,
+        help="events per message at most, a denser window is cut (default 65,536;"
+        " 262,144 unpaced --lossless)",
     )
     pacing.add_argument(
         "--gap-us", type=int, default=0, help="replay: event time between samples (default 0)"
@@ -206,12 +212,17 @@ def open_source(args: argparse.Namespace):
             chunk_us=args.chunk_us,
             gap_us=args.gap_us,
             loop=args.loop,
+            max_chunk_events=args.max_chunk_events,
         )
     if args.camera is not None:
-        return CameraSource(args.camera or None, packet_interval_us=args.chunk_us)
+        return CameraSource(
+            args.camera or None,
+            packet_interval_us=args.chunk_us,
+            max_chunk_events=args.max_chunk_events,
+        )
     if args.dv_stream:
         host, port = parse_host_port(args.dv_stream)
-        return DvNetworkSource(host, port)
+        return DvNetworkSource(host, port, max_chunk_events=args.max_chunk_events)
     if args.emulate:
         from streamer.emulated import EmulatedDigitsSource
 
@@ -220,6 +231,7 @@ def open_source(args: argparse.Namespace):
             fonts=tuple(args.font or ("DejaVuSans",)),
             seed=args.seed,
             chunk_us=args.chunk_us,
+            max_chunk_events=args.max_chunk_events,
         )
     if args.video or args.webcam is not None:
         return open_video_source(args)
@@ -230,6 +242,7 @@ def open_source(args: argparse.Namespace):
         chunk_us=args.chunk_us,
         duration_us=duration_us,
         seed=args.seed,
+        max_chunk_events=args.max_chunk_events,
     )
 
 
@@ -241,9 +254,20 @@ def open_video_source(args: argparse.Namespace):
     sensor = SensorSize(*args.sensor)
     if args.video:
         return VideoSource(
-            args.video, sensor=sensor, seed=args.seed, loop=args.loop, chunk_us=args.chunk_us
+            args.video,
+            sensor=sensor,
+            seed=args.seed,
+            loop=args.loop,
+            chunk_us=args.chunk_us,
+            max_chunk_events=args.max_chunk_events,
         )
-    return WebcamSource(args.webcam, sensor=sensor, seed=args.seed, chunk_us=args.chunk_us)
+    return WebcamSource(
+        args.webcam,
+        sensor=sensor,
+        seed=args.seed,
+        chunk_us=args.chunk_us,
+        max_chunk_events=args.max_chunk_events,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -251,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
     from core.source import SourceError
     from streamer.curve import check_exposure, curve_from_args
-    from streamer.pacing import chunk_us_for_speed, parse_speed
+    from streamer.pacing import message_size_for_speed, parse_speed
     from streamer.processes import StatusChannel
     from streamer.producer import run_producer
     from streamer.transport import EndpointError, check_endpoint, stop_on_signals
@@ -267,10 +291,16 @@ def run(args: argparse.Namespace) -> int:
         curve = curve_from_args(args)
         check_exposure(args.bind_any, curve, args.insecure)
         live = args.camera is not None or args.dv_stream or args.webcam is not None
+        size = message_size_for_speed(1.0 if live else speed, args.lossless)
         if args.chunk_us is None:
-            args.chunk_us = chunk_us_for_speed(1.0 if live else speed, args.lossless)
-        if args.chunk_us <= 0:
-            raise ValueError(f"--chunk-us must be positive, got {args.chunk_us}")
+            args.chunk_us = size.chunk_us
+        if args.max_chunk_events is None:
+            args.max_chunk_events = size.max_events
+        if args.chunk_us <= 0 or args.max_chunk_events <= 0:
+            raise ValueError(
+                f"--chunk-us and --max-chunk-events must be positive, got {args.chunk_us} "
+                f"and {args.max_chunk_events}"
+            )
         if args.font and not args.emulate:
             raise ValueError("--font goes with --emulate digits")
         if args.limit is not None and (args.video or args.webcam is not None):

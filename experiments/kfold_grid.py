@@ -96,6 +96,12 @@ VARIANTS = {
             label="full + event augmentation + dropout 0.3 around the hidden layer",
         ),
         Variant(
+            "augment_log1p",
+            train={"augment": {}},
+            changes={"input_transform": "log1p"},
+            label="full + event augmentation, the input current through log(1 + x)",
+        ),
+        Variant(
             "augment_small",
             train={"augment": {}},
             changes={"channels": [16, 32, 32, 64], "hidden": 128},
@@ -131,6 +137,8 @@ DVS_SIGN_ROBUSTNESS_GROUPS: dict[str, list[tuple[str, int]]] = {
     "baseline": [("baseline", 4)],
     "longer": [("augment_e60", 4)],
     "regularise": [("augment_dropout", 4), ("augment_small", 4)],
+    # Sessions differ in event density; a compressed input range may carry across them.
+    "input": [("augment_log1p", 4)],
 }
 
 
@@ -493,6 +501,7 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
         compare(("augment_e60", t), ("full", t), "levers: augmentation and 60 epochs")
         compare(("augment_dropout", t), ("augment", t), "lever: dropout 0.3")
         compare(("augment_small", t), ("augment", t), "lever: half the channels")
+        compare(("augment_log1p", t), ("augment", t), "lever: log(1 + x) input")
     cost_path = folder / "cost.json"
     if cost_path.is_file():
         summary["cost"] = json.loads(cost_path.read_text())

@@ -72,7 +72,7 @@ def workload(
     args: argparse.Namespace, rate: float | None = None, speed: str = "1", lossless: bool = False
 ):
     """The source of a run at ``speed``; its messages are sized as ``stcsnn produce``
-    sizes them unless ``--chunk-us`` says otherwise."""
+    sizes them unless ``--chunk-us`` or ``--max-chunk-events`` says otherwise."""
     from core.events import SensorSize
     from streamer.harness import Workload
     from streamer.pacing import MessageSize, message_size_for_speed, parse_speed

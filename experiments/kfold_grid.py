@@ -102,6 +102,11 @@ VARIANTS = {
             label="full + event augmentation, the input current through log(1 + x)",
         ),
         Variant(
+            "augment_wd",
+            train={"augment": {}, "weight_decay": 1e-3},
+            label="full + event augmentation, weight decay 1e-3 (ten times the default)",
+        ),
+        Variant(
             "augment_small",
             train={"augment": {}},
             changes={"channels": [16, 32, 32, 64], "hidden": 128},
@@ -139,6 +144,7 @@ DVS_SIGN_ROBUSTNESS_GROUPS: dict[str, list[tuple[str, int]]] = {
     "regularise": [("augment_dropout", 4), ("augment_small", 4)],
     # Sessions differ in event density; a compressed input range may carry across them.
     "input": [("augment_log1p", 4)],
+    "decay": [("augment_wd", 4)],
 }
 
 
@@ -502,6 +508,7 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
         compare(("augment_dropout", t), ("augment", t), "lever: dropout 0.3")
         compare(("augment_small", t), ("augment", t), "lever: half the channels")
         compare(("augment_log1p", t), ("augment", t), "lever: log(1 + x) input")
+        compare(("augment_wd", t), ("augment", t), "lever: weight decay 1e-3")
     cost_path = folder / "cost.json"
     if cost_path.is_file():
         summary["cost"] = json.loads(cost_path.read_text())

@@ -12,8 +12,8 @@ all of them (medians of the rounds):
 * ``unfolded``: the same without the BatchNorm folding;
 * ``before``: the same weights unfolded, the state in the default (NCHW) layout,
   the arithmetic unfused and the spike through the autograd Function: what the
-  step did at b46c34d (the
-  outputs are identical: tests/test_blocks.py, tests/test_neurons.py);
+  step did at b46c34d (the outputs are identical: tests/test_blocks.py,
+  tests/test_neurons.py);
 * ``unfused``: ``runner`` with the synaptic filter and the neuron written as they were
   before they became one fused kernel per line (``torch.lerp``, ``torch.addcmul``,
   ``torch.sub(..., alpha=)``; the spike as clamp-then-floor without the division by

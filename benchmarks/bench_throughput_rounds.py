@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +42,14 @@ KEPT = (
 )
 
 
+def throughput_command(seconds: float, options: Sequence[str] = ()) -> list[str]:
+    """The run both throughput scripts time: the synthetic 10 M ev/s workload."""
+    command = ["stcsnn", "bench", "throughput", "--synthetic", "10M"]
+    return [*command, "--seconds", f"{seconds:g}", "--json", *options]
+
+
 def one_run(options: list[str], seconds: float) -> dict:
-    command = [sys.executable, "-m", "stcsnn", "bench", "throughput", "--synthetic", "10M"]
-    command += ["--seconds", f"{seconds:g}", "--json", *options]
+    command = [sys.executable, "-m", *throughput_command(seconds, options)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     report = json.loads(done.stdout)
     return {key: report[key] for key in KEPT}
@@ -76,8 +82,8 @@ def main() -> None:
         for name, rs in runs.items()
     }
     result = {
-        "command": f"stcsnn bench throughput --synthetic 10M --seconds {args.seconds:g} --json "
-        "[--transport T] [--chunk-us C]",
+        "command": " ".join(throughput_command(args.seconds))
+        + " [--transport T] [--chunk-us C] [--max-chunk-events N]",
         "rounds": args.rounds,
         "medians": medians,
         "runs": runs,

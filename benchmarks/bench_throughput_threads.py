@@ -26,6 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the sibling below is found from the root
+
+from benchmarks.bench_throughput_rounds import throughput_command  # noqa: E402
+
 SAMPLE_S = 0.1
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -76,8 +80,7 @@ def _idle_s() -> float:
 
 
 def one_run(seconds: float) -> dict:
-    command = [sys.executable, "-m", "stcsnn", "bench", "throughput", "--synthetic", "10M"]
-    command += ["--seconds", f"{seconds:g}", "--json"]
+    command = [sys.executable, "-m", *throughput_command(seconds)]
     bench = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     samples = []  # (time, idle seconds, {(role, thread): cpu seconds})
     while bench.poll() is None:
@@ -136,7 +139,7 @@ def main() -> None:
     medians = {key: statistics.median(run["cores"].get(key, 0.0) for run in runs) for key in keys}
     medians["idle"] = statistics.median(run["idle_cores"] for run in runs)
     result = {
-        "command": f"stcsnn bench throughput --synthetic 10M --seconds {args.seconds:g} --json",
+        "command": " ".join(throughput_command(args.seconds)),
         "cores_in_streaming_window_median": medians,
         "events_per_s_median": statistics.median(run["events_per_s"] for run in runs),
         "runs": runs,

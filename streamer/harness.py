@@ -37,7 +37,7 @@ from core.compress import CompressionConfig, StreamingCompressor
 from core.events import SensorSize, concat_events
 from core.source import DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS, Source
 from streamer import wire
-from streamer.pacing import MessageSize
+from streamer.pacing import DEFAULT_MESSAGE_SIZE, MessageSize
 from streamer.pipeline import Pipeline
 from streamer.prediction_log import PredictionLog, percentile
 from streamer.processes import ChildFailed
@@ -60,7 +60,6 @@ QUIET_AFTER_PRODUCER_S = 3.0  # then the producer's end message is taken as lost
 PRODUCER_DONE_S = 10.0  # after the end message: the producer's final stats, at most this late
 REFERENCE_EVENTS = 5_000_000  # kept whole in-process for the step and compressor figures
 COMPRESSOR_PUSH_EVENTS = 100_000  # the bare compressor's pushes (compressor_events_per_s)
-DEFAULT_MESSAGE_SIZE = MessageSize(DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS)
 
 
 # --- the workload, in-process ----------------------------------------------------------

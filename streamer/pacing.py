@@ -26,6 +26,9 @@ class MessageSize(NamedTuple):
     max_events: int  # at most this many events: a denser window is cut into several
 
 
+DEFAULT_MESSAGE_SIZE = MessageSize(DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS)
+
+
 def parse_speed(text: str | float) -> float:
     """``"max"``/``"inf"`` -> inf (no pacing), ``"2"`` -> 2.0 (twice real time)."""
     if isinstance(text, str) and text.strip().lower() in ("max", "inf", "unlimited"):
@@ -39,23 +42,42 @@ def parse_speed(text: str | float) -> float:
     return speed
 
 
-def message_size_for_speed(speed: float, lossless: bool = False) -> MessageSize:
-    """Event time and events per message. Paced: one millisecond of wall time, a live
-    sensor's packet rate; at a fixed 1 ms of event time a 4x replay sent 4,000
-    messages a second, whose per-message cost on the two cores (producer, the
-    worker's receiver and the worker) tripled the worker's step and gave a p99 of
-    38-73 ms against 5-6 ms. Unpaced and lossless (evaluations, benchmarks): only
-    throughput matters; 16 ms messages went through producer -> worker 40 % faster
-    than 1 ms ones, and lifting their event cap from 65,536 to 262,144 (one message
-    per 16 ms at 10 M ev/s instead of three) another 14 %: each message costs the
-    worker a hand-over between its threads (docs/benchmarks.md). Unpaced with drops
-    keeps 1 ms and the general cap: its send queue counts messages, and 1,000 large
-    ones would hold gigabytes."""
+def message_size_for_speed(
+    speed: float,
+    lossless: bool = False,
+    *,
+    chunk_us: int | None = None,
+    max_events: int | None = None,
+) -> MessageSize:
+    """Event time and events per message for a pace; ``chunk_us`` / ``max_events``
+    (``--chunk-us`` / ``--max-chunk-events``), where given, win.
+
+    Paced: one millisecond of wall time, a live sensor's packet rate; at a fixed 1 ms of
+    event time a 4x replay sent 4,000 messages a second, whose per-message cost on the
+    two cores (producer, the worker's receiver and the worker) tripled the worker's step
+    and gave a p99 of 38-73 ms against 5-6 ms. Unpaced and lossless (evaluations,
+    benchmarks): only throughput matters; 16 ms messages went through producer -> worker
+    40 % faster than 1 ms ones, and lifting their event cap from 65,536 to 262,144 (one
+    message per 16 ms at 10 M ev/s instead of three) another 14-24 %: each message costs
+    the worker a hand-over between its threads (docs/benchmarks.md). Unpaced with drops
+    keeps 1 ms and the general cap: its send queue counts messages, and 1,000 large ones
+    would hold gigabytes."""
     if math.isfinite(speed):
-        return MessageSize(max(1, round(DEFAULT_CHUNK_US * speed)), DEFAULT_MAX_CHUNK_EVENTS)
-    if lossless:
-        return MessageSize(UNPACED_LOSSLESS_CHUNK_US, UNPACED_LOSSLESS_MAX_CHUNK_EVENTS)
-    return MessageSize(DEFAULT_CHUNK_US, DEFAULT_MAX_CHUNK_EVENTS)
+        size = MessageSize(max(1, round(DEFAULT_CHUNK_US * speed)), DEFAULT_MAX_CHUNK_EVENTS)
+    elif lossless:
+        size = MessageSize(UNPACED_LOSSLESS_CHUNK_US, UNPACED_LOSSLESS_MAX_CHUNK_EVENTS)
+    else:
+        size = DEFAULT_MESSAGE_SIZE
+    size = MessageSize(
+        size.chunk_us if chunk_us is None else chunk_us,
+        size.max_events if max_events is None else max_events,
+    )
+    if size.chunk_us <= 0 or size.max_events <= 0:
+        raise ValueError(
+            f"--chunk-us and --max-chunk-events must be positive, got {size.chunk_us} "
+            f"and {size.max_events}"
+        )
+    return size
 
 
 class Pacer:

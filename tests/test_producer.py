@@ -540,6 +540,11 @@ def test_chunks_hold_one_millisecond_of_wall_time_at_any_speed():
     # Unpaced and lossless: large messages; with drops the queue counts messages.
     assert message_size_for_speed(math.inf, lossless=True) == (16_000, 262_144)
     assert message_size_for_speed(math.inf) == (1000, 65_536)
+    # --chunk-us / --max-chunk-events win; neither may be zero.
+    assert message_size_for_speed(math.inf, True, chunk_us=4000) == (4000, 262_144)
+    assert message_size_for_speed(1.0, max_events=500) == (1000, 500)
+    with pytest.raises(ValueError, match="must be positive"):
+        message_size_for_speed(1.0, chunk_us=0)
 
 
 @pytest.mark.parametrize(

@@ -75,15 +75,11 @@ def workload(
     sizes them unless ``--chunk-us`` or ``--max-chunk-events`` says otherwise."""
     from core.events import SensorSize
     from streamer.harness import Workload
-    from streamer.pacing import MessageSize, message_size_for_speed, parse_speed
+    from streamer.pacing import message_size_for_speed, parse_speed
 
-    default = message_size_for_speed(parse_speed(speed), lossless)
-    size = MessageSize(
-        default.chunk_us if args.chunk_us is None else args.chunk_us,
-        default.max_events if args.max_chunk_events is None else args.max_chunk_events,
+    size = message_size_for_speed(
+        parse_speed(speed), lossless, chunk_us=args.chunk_us, max_events=args.max_chunk_events
     )
-    if size.chunk_us <= 0 or size.max_events <= 0:
-        raise ValueError(f"--chunk-us and --max-chunk-events must be positive, got {size}")
     if args.replay:
         return Workload.replay(args.replay, args.limit, size)
     return Workload.synthetic(rate or args.synthetic, SensorSize(*args.sensor), args.seconds, size)

@@ -251,23 +251,15 @@ def open_video_source(args: argparse.Namespace):
     from core.events import SensorSize
     from streamer.video import VideoSource, WebcamSource
 
-    sensor = SensorSize(*args.sensor)
+    emulation = {
+        "sensor": SensorSize(*args.sensor),
+        "seed": args.seed,
+        "chunk_us": args.chunk_us,
+        "max_chunk_events": args.max_chunk_events,
+    }
     if args.video:
-        return VideoSource(
-            args.video,
-            sensor=sensor,
-            seed=args.seed,
-            loop=args.loop,
-            chunk_us=args.chunk_us,
-            max_chunk_events=args.max_chunk_events,
-        )
-    return WebcamSource(
-        args.webcam,
-        sensor=sensor,
-        seed=args.seed,
-        chunk_us=args.chunk_us,
-        max_chunk_events=args.max_chunk_events,
-    )
+        return VideoSource(args.video, loop=args.loop, **emulation)
+    return WebcamSource(args.webcam, **emulation)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,16 +283,12 @@ def run(args: argparse.Namespace) -> int:
         curve = curve_from_args(args)
         check_exposure(args.bind_any, curve, args.insecure)
         live = args.camera is not None or args.dv_stream or args.webcam is not None
-        size = message_size_for_speed(1.0 if live else speed, args.lossless)
-        if args.chunk_us is None:
-            args.chunk_us = size.chunk_us
-        if args.max_chunk_events is None:
-            args.max_chunk_events = size.max_events
-        if args.chunk_us <= 0 or args.max_chunk_events <= 0:
-            raise ValueError(
-                f"--chunk-us and --max-chunk-events must be positive, got {args.chunk_us} "
-                f"and {args.max_chunk_events}"
-            )
+        args.chunk_us, args.max_chunk_events = message_size_for_speed(
+            1.0 if live else speed,
+            args.lossless,
+            chunk_us=args.chunk_us,
+            max_events=args.max_chunk_events,
+        )
         if args.font and not args.emulate:
             raise ValueError("--font goes with --emulate digits")
         if args.limit is not None and (args.video or args.webcam is not None):

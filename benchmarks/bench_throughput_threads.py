@@ -11,7 +11,10 @@ worker's ZeroMQ I/O thread has started receiving to the last at which it still
 received; shares are CPU seconds in that window per second of it (1.0 = one whole
 core), medians over the runs. Threads: ``main`` is the worker's processing thread and
 the producer's publishing loop; the worker's busiest other thread is its receiving
-thread. Writes benchmarks/results/throughput_threads.json.
+thread. Also how often the worker's processing thread blocked (voluntary context
+switches per second in the window). ``--max-chunk-events`` is passed on (the old
+65,536-event messages for comparison). Writes
+benchmarks/results/throughput_threads.json.
 """
 
 from __future__ import annotations
@@ -73,36 +76,48 @@ def _threads(pid: int) -> dict[str, float]:
     return times
 
 
+def _main_blocks(pid: int) -> int:
+    """How often the process's main thread has blocked so far (voluntary switches)."""
+    try:
+        status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    except OSError:
+        return 0
+    line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches"))
+    return int(line.split()[1])
+
+
 def _idle_s() -> float:
     """Idle CPU seconds of the whole machine so far (all cores)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     return (int(fields[3]) + int(fields[4])) / TICKS_PER_S
 
 
-def one_run(seconds: float) -> dict:
-    command = [sys.executable, "-m", *throughput_command(seconds)]
+def one_run(seconds: float, options: list[str]) -> dict:
+    command = [sys.executable, "-m", *throughput_command(seconds, options)]
     bench = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    samples = []  # (time, idle seconds, {(role, thread): cpu seconds})
+    samples = []  # (time, idle seconds, {(role, thread): cpu seconds}, worker main blocks)
     while bench.poll() is None:
         roles = {
             pid: _process_role(pid) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
         }
-        threads = {}
+        threads, blocks = {}, 0
         for pid, role in roles.items():
             if role:
                 threads.update({(role, name): s for name, s in _threads(pid).items()})
-        samples.append((time.monotonic(), _idle_s(), threads))
+            if role == "worker":
+                blocks = _main_blocks(pid)
+        samples.append((time.monotonic(), _idle_s(), threads, blocks))
         time.sleep(SAMPLE_S)
     report = json.loads(bench.communicate()[0])
     io = [sum(s for (role, name), s in t.items() if name.startswith("zmq io") and role == "worker")
-          for _, _, t in samples]  # fmt: skip
+          for _, _, t, _ in samples]  # fmt: skip
     rising = [i for i in range(1, len(io)) if io[i] > io[i - 1]]
     first, last = rising[0] - 1, rising[-1]
     window = samples[first : last + 1]
     window_s = window[-1][0] - window[0][0]
     shares: dict[str, float] = {}
-    for role, name in {key for _, _, t in window for key in t}:
-        seen = [t[(role, name)] for _, _, t in window if (role, name) in t]  # one may exit
+    for role, name in {key for _, _, t, _ in window for key in t}:
+        seen = [t[(role, name)] for _, _, t, _ in window if (role, name) in t]  # one may exit
         label = f"{'producer' if role == 'produce' else role} {name}"
         label = "".join(label.rpartition(" zmq io")[:2]) if " zmq io " in label else label
         shares[label] = round(shares.get(label, 0.0) + (seen[-1] - seen[0]) / window_s, 3)
@@ -112,6 +127,7 @@ def one_run(seconds: float) -> dict:
         "ratio": report["ratio"],
         "window_s": round(window_s, 2),
         "idle_cores": round((idle1 - idle0) / window_s, 3),
+        "worker_main_blocks_per_s": round((window[-1][3] - window[0][3]) / window_s),
         "cores": shares,
     }
 
@@ -121,12 +137,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument(
+        "--max-chunk-events", type=int, help="passed on (default: the producer's own)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/throughput_threads.json"
     )
     args = parser.parse_args()
+    cap = args.max_chunk_events
+    options = [] if cap is None else ["--max-chunk-events", str(cap)]
     runs = []
     for _ in range(args.runs):
-        runs.append(one_run(args.seconds))
+        runs.append(one_run(args.seconds, options))
         print(json.dumps(runs[-1]), flush=True)
     # The worker's receiving thread: its busiest thread besides main and zmq io.
     for run in runs:
@@ -138,8 +159,11 @@ def main() -> None:
             "producer zmq io"]  # fmt: skip
     medians = {key: statistics.median(run["cores"].get(key, 0.0) for run in runs) for key in keys}
     medians["idle"] = statistics.median(run["idle_cores"] for run in runs)
+    medians["worker main blocks per s"] = statistics.median(
+        run["worker_main_blocks_per_s"] for run in runs
+    )
     result = {
-        "command": " ".join(throughput_command(args.seconds)),
+        "command": " ".join(throughput_command(args.seconds, options)),
         "cores_in_streaming_window_median": medians,
         "events_per_s_median": statistics.median(run["events_per_s"] for run in runs),
         "runs": runs,

@@ -10,7 +10,7 @@ Shapes through ``SpikingNet`` (multi-step; single-step drops the leading T):
 
     x       [T, B, 2, H, W]        compressed synaptic current (or counts)
     blocks  [T, B, C_i, H/2^i, W/2^i]
-    flat    [T, B, C_last * H_last * W_last]
+    flat    [T, B, C_last * H_last * W_last]   (C_last * g * g with readout_grid g)
     hidden  [T, B, hidden]          graded spikes of the MT-LIF layer
     logits  [T, B, num_classes]     readout per step; a clip's prediction is the mean over T
 """
@@ -49,6 +49,10 @@ class ModelConfig:
     synaptic_filter: bool = True  # False: lambda = 0, the plain conv-BN-LIF block
     lambda_init: float = 0.5  # initial synaptic filter decay per step
     pool: Literal["max", "avg"] = "max"
+    # Features the hidden layer sees: 0 = the last block's whole map, flattened
+    # (a position-bound readout); g > 0 = that map averaged down to g x g cells
+    # first (1 = global average pooling: nearly blind to where the motion is).
+    readout_grid: int = 0
     dropout: float = 0.0  # before and after the hidden layer; one mask for all steps
     # Input normalisation, applied to the compressor output before the first conv:
     # x -> input_scale * x ("linear") or input_scale * log1p(x) ("log1p"). A single
@@ -86,9 +90,15 @@ class ModelConfig:
         if self.pool not in ("max", "avg"):
             problems.append(f"pool={self.pool!r} (max or avg)")
         height, width = self.compression.output_shape[1:]
-        if height >> len(self.channels) < 1 or width >> len(self.channels) < 1:
+        last_map = min(height, width) >> len(self.channels)
+        if last_map < 1:
             problems.append(
                 f"input {height}x{width} is too small for {len(self.channels)} pooling blocks"
+            )
+        elif not 0 <= self.readout_grid <= last_map:
+            problems.append(
+                f"readout_grid={self.readout_grid} (need 0 <= g <= {last_map}, "
+                "the last block's map)"
             )
         if problems:
             raise ValueError(f"invalid ModelConfig {self.name!r}: " + "; ".join(problems))
@@ -253,7 +263,8 @@ class SpikingNet(nn.Module):
             self._block_sizes.append((height, width))
             in_channels, height, width = out_channels, height // 2, width // 2
         self.blocks = nn.ModuleList(blocks)
-        self.flat_features = in_channels * height * width
+        grid = config.readout_grid
+        self.flat_features = in_channels * (grid * grid if grid else height * width)
         self.hidden = nn.Linear(self.flat_features, config.hidden)
         self.hidden_neuron = MTLIF(
             config.neuron_parameters
@@ -265,6 +276,15 @@ class SpikingNet(nn.Module):
             x = torch.log1p(x)
         scale = self.config.input_scale
         return x * scale if scale != 1.0 else x
+
+    def _features(self, x: Tensor) -> Tensor:
+        """The last block's map ``[..., C, H, W]`` -> the hidden layer's input ``[..., F]``."""
+        grid = self.config.readout_grid
+        if grid:
+            lead = x.shape[:-3]
+            x = nn.functional.adaptive_avg_pool2d(x.flatten(0, -4), grid)
+            x = x.unflatten(0, lead)
+        return x.flatten(-3)
 
     def _dropout(self, x: Tensor) -> Tensor:
         """Dropout on ``[T, B, F]`` with one mask shared by all T steps."""
@@ -282,7 +302,7 @@ class SpikingNet(nn.Module):
         x = self._normalise(x)
         for block in self.blocks:
             x, _ = block(x)
-        x = self._dropout(x.flatten(2))
+        x = self._dropout(self._features(x))
         x, _ = self.hidden_neuron(self.hidden(x))
         return self.readout(self._dropout(x))
 
@@ -308,7 +328,7 @@ class SpikingNet(nn.Module):
         for block, block_state in zip(self.blocks, state.blocks, strict=True):
             x, block_state = block.step(x, block_state)
             block_states.append(block_state)
-        spikes, hidden_state = self.hidden_neuron.step(self.hidden(x.flatten(1)), state.hidden)
+        spikes, hidden_state = self.hidden_neuron.step(self.hidden(self._features(x)), state.hidden)
         return self.readout(spikes), NetState(tuple(block_states), hidden_state)
 
 

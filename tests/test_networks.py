@@ -65,8 +65,9 @@ def test_forward_shape_per_step(name):
             input_scale=0.5,
         ),
         get_config("dvsgesture").with_changes(channels=(16, 16, 32, 32), hidden=64),
+        get_config("dvsgesture").with_changes(channels=(8, 8, 8, 16), hidden=32, readout_grid=1),
     ],
-    ids=["nmnist", "baseline", "variant", "gesture-shape"],
+    ids=["nmnist", "baseline", "variant", "gesture-shape", "pooled-readout"],
 )
 def test_multi_step_equals_single_step_in_eval(config):
     torch.manual_seed(0)
@@ -123,6 +124,35 @@ def test_from_dict_names_bad_fields():
 def test_invalid_config_is_refused():
     with pytest.raises(ValueError, match="too small"):
         get_config("nmnist").with_changes(channels=(4,) * 6)
+
+
+def test_readout_grid_sets_the_hidden_layers_input_and_is_checked():
+    config = get_config("dvsgesture").with_changes(channels=(8, 8, 8, 16), hidden=32)
+    assert build_network(config).hidden.in_features == 16 * 4 * 4  # 64 / 2^4 = 4
+    assert build_network(config.with_changes(readout_grid=2)).hidden.in_features == 16 * 2 * 2
+    assert build_network(config.with_changes(readout_grid=1)).hidden.in_features == 16
+    with pytest.raises(ValueError, match=r"readout_grid=5 \(need 0 <= g <= 4"):
+        config.with_changes(readout_grid=5)
+
+
+def test_global_readout_ignores_where_the_motion_is():
+    """With readout_grid=1 a pattern moved across the sensor (by whole cells of the
+    last map, clear of the borders' padding) gives the same logits; the flattened
+    readout does not."""
+    torch.manual_seed(1)
+    config = get_config("dvsgesture").with_changes(channels=(8, 8), hidden=32)  # 16x16 map
+    x = torch.zeros(3, 1, *config.input_shape, dtype=torch.float64)
+    x[:, :, :, 12:28, 12:28] = torch.rand(3, 1, 2, 16, 16, dtype=torch.float64) * 3
+    moved = torch.roll(x, shifts=(20, 16), dims=(-2, -1))
+    for grid, invariant in ((1, True), (0, False)):
+        torch.manual_seed(0)
+        net = _settle_bn(build_network(config.with_changes(readout_grid=grid)).double())
+        with torch.no_grad():
+            net.hidden.weight.mul_(8.0)  # an average over the map is small: make it fire
+            logits = net(x)
+            assert (logits - net(torch.zeros_like(x))).abs().max() > 0.1  # the pattern counts
+            same = torch.allclose(logits, net(moved), rtol=0, atol=1e-9)
+        assert same is invariant, grid
 
 
 def test_dropout_mask_is_shared_over_steps():

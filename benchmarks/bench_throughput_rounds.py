@@ -48,6 +48,13 @@ def throughput_command(seconds: float, options: Sequence[str] = ()) -> list[str]
     return [*command, "--seconds", f"{seconds:g}", "--json", *options]
 
 
+def write_report(out: Path, result: dict, shown: dict) -> None:
+    """Both throughput scripts' ending: ``result`` as JSON to ``out``, ``shown`` printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(shown, indent=2))
+
+
 def one_run(options: list[str], seconds: float) -> dict:
     command = [sys.executable, "-m", *throughput_command(seconds, options)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -88,9 +95,7 @@ def main() -> None:
         "medians": medians,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(medians, indent=2))
+    write_report(args.out, result, medians)
 
 
 if __name__ == "__main__":

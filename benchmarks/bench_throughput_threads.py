@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the sibling below is found from the root
 
-from benchmarks.bench_throughput_rounds import throughput_command  # noqa: E402
+from benchmarks.bench_throughput_rounds import throughput_command, write_report  # noqa: E402
 
 SAMPLE_S = 0.1
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -168,9 +168,7 @@ def main() -> None:
         "events_per_s_median": statistics.median(run["events_per_s"] for run in runs),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(medians, indent=2))
+    write_report(args.out, result, medians)
 
 
 if __name__ == "__main__":

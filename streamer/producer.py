@@ -22,8 +22,9 @@ producer (EAGAIN) instead of ZeroMQ dropping silently, and:
 
 Plain PUB semantics (silent per-subscriber drops) were measured to lose even
 the final ``end`` message after a burst; with NODROP ``end`` waits for room
-(up to ``linger_ms``; with ``on_full="block"`` up to LOSSLESS_FLUSH_MS, and the
-socket lingers as long, so a slow subscriber still gets the queued tail).
+(up to ``linger_ms``; with ``on_full="block"`` or once a finite source has
+ended, up to LOSSLESS_FLUSH_MS, and the socket lingers as long, so a slow
+subscriber still gets the queued tail).
 
 One session id (random) per run, ``seq`` +1 per message of any type, an
 ``end`` message when the source finishes or the run is stopped.
@@ -322,10 +323,11 @@ def run_producer(
         if sender.first_events_s is not None:
             stats.wall_s = time.monotonic() - sender.first_events_s
         stats.max_lateness_s = pacer.max_lateness_s
-        # Lossless and not stopped: slow subscribers get the whole queue and `end`.
-        flush_ms = (
-            LOSSLESS_FLUSH_MS if on_full == "block" and not stop_event.is_set() else linger_ms
-        )
+        # Lossless, or a finite source played to its end (nothing live is left to
+        # keep up with), and not stopped: slow subscribers get the whole queue and
+        # `end`. Cutting the queue here would lose messages counted as sent.
+        flushing = on_full == "block" or not source.live
+        flush_ms = LOSSLESS_FLUSH_MS if flushing and not stop_event.is_set() else linger_ms
         try:
             subscriptions.drain()
             stats.subscribers = subscriptions.count

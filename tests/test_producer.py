@@ -281,6 +281,20 @@ def test_drop_policy_never_waits_counts_drops_and_the_receiver_sees_the_gap():
     assert messages[-1].type == "end"  # never dropped
 
 
+def test_drop_policy_still_delivers_a_finite_sources_queued_tail_and_end():
+    # The drop policy drops at a full queue while the source runs, but once a
+    # replay has ended, what is queued (counted as sent) must still arrive, even
+    # when reading it takes far longer than the default linger (~50 messages x
+    # 50 ms; with 20 the socket buffers hid the loss).
+    running = Running(BigChunks(count=100), speed=math.inf, send_hwm=50, rcvhwm=2)
+    messages = running.receive_until_end(timeout_s=20, per_message=lambda m: time.sleep(0.05))
+    stats = running.join(timeout_s=20)
+    assert stats.dropped_messages > 5  # the drop policy did drop while the source ran
+    assert sum(m.type == "events" for m in messages) == stats.event_messages
+    assert running.wire_stats.missing_messages["s1"] == stats.dropped_messages
+    assert messages[-1].type == "end"
+
+
 def test_dv_network_stream_through_the_producer():
     server = DvServer(sensor=(320, 240), name="DVXplorer_NET01")
     try:

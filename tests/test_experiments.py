@@ -206,3 +206,32 @@ def test_a_fixed_shift_moves_every_event_by_the_same_amount() -> None:
     dx, dy = out["x"] - events["x"], out["y"] - events["y"]
     assert len(set(dx)) == 1 and len(set(dy)) == 1
     assert 7.5 <= float(np.hypot(dx[0], dy[0])) <= 8.5  # 1/8 of 64 pixels
+
+
+_ENSEMBLE_PATH = _PATH.parent / "dvs_sign_ensemble.py"
+_ensemble_spec = importlib.util.spec_from_file_location("dvs_sign_ensemble", _ENSEMBLE_PATH)
+ensemble = importlib.util.module_from_spec(_ensemble_spec)
+_ensemble_spec.loader.exec_module(ensemble)
+
+
+def test_test_time_shift_moves_events_and_drops_what_leaves_the_sensor() -> None:
+    import torch
+
+    clips = torch.zeros(1, 1, 2, 8, 8)  # [T, B, C, H, W]
+    clips[0, 0, 1, 2, 7] = 5.0  # row 2, last column
+    assert torch.equal(ensemble.shifted(clips, 0, 0), clips)
+    moved = ensemble.shifted(clips, -3, 4)  # 3 columns left, 4 rows down
+    assert moved[0, 0, 1, 6, 4] == 5.0 and moved.sum() == 5.0
+    assert ensemble.shifted(clips, 1, 0).sum() == 0.0  # pushed off the right edge
+
+
+def test_activity_weighted_readout_weighs_steps_by_input_and_ignores_padding() -> None:
+    import torch
+
+    logits = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[9.0, 0.0]]])  # [T=3, B=1, 2]
+    clips = torch.ones(3, 1, 2, 4, 4)
+    clips[1] *= 3.0  # the second step holds three times the first's current
+    readout = ensemble.activity_weighted_readout(logits, clips, torch.tensor([2]))
+    assert torch.allclose(readout, torch.tensor([[0.25, 0.75]]))  # the padded step is left out
+    still = ensemble.activity_weighted_readout(logits, torch.zeros_like(clips), torch.tensor([2]))
+    assert torch.equal(still, torch.zeros(1, 2))  # no input at all: no evidence either way

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from kfold_grid import SPECS, held_out_clips, mcnemar_exact_p, paired_difference_se, run_name
+from kfold_grid import SPECS, held_out_clips, paired_cells, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "dvs_sign_ensemble"
@@ -146,14 +146,7 @@ def table(result: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, values in result["correct"].items():
-        x = np.asarray(values)
-        only_a, only_b, n = int((x & ~base).sum()), int((base & ~x).sum()), len(x)
-        diff, se = (only_a - only_b) / n, paired_difference_se(only_a, only_b, n)
-        p = mcnemar_exact_p(only_a, only_b)
-        lines.append(
-            f"| {name} | {x.mean():.3f} | {100 * diff:+.1f} ± {100 * se:.1f} pt | {only_a}"
-            f" | {only_b} | {'<0.001' if p < 0.001 else f'{p:.3f}'} |"
-        )
+        lines.append(f"| {name} | {np.mean(values):.3f} | {paired_cells(values, base)} |")
     return "\n".join(lines)
 
 

@@ -112,7 +112,7 @@ def report(a: str, b: str) -> str:
     """Markdown: pooled accuracy of the result files ``<a>-*.json`` and ``<b>-*.json``
     (the same held-out samples, e.g. the four grouped folds of two recipes) under
     each perturbation, and their paired difference."""
-    from kfold_grid import mcnemar_exact_p, paired_difference_se
+    from kfold_grid import paired_cells
 
     def pooled(prefix: str) -> dict[str, np.ndarray]:
         files = sorted(RESULTS.glob(f"{prefix}-*.json"))
@@ -126,13 +126,7 @@ def report(a: str, b: str) -> str:
     ]
     for name in PERTURBATIONS:
         x, y = right_a[name], right_b[name]
-        only_a, only_b, n = int((x & ~y).sum()), int((y & ~x).sum()), len(x)
-        diff, se = (only_a - only_b) / n, paired_difference_se(only_a, only_b, n)
-        p = mcnemar_exact_p(only_a, only_b)
-        lines.append(
-            f"| {name} | {x.mean():.3f} | {y.mean():.3f} | {100 * diff:+.1f} ± {100 * se:.1f} pt"
-            f" | {only_a} | {only_b} | {'<0.001' if p < 0.001 else f'{p:.3f}'} |"
-        )
+        lines.append(f"| {name} | {x.mean():.3f} | {y.mean():.3f} | {paired_cells(x, y)} |")
     return "\n".join(lines)
 
 

@@ -492,6 +492,19 @@ def paired(runs_a: Sequence[dict], runs_b: Sequence[dict]) -> dict[str, Any]:
     }
 
 
+def paired_cells(right_a, right_b) -> str:
+    """Markdown cells ``difference ± SE | only A right | only B right | p`` of two
+    boolean arrays: which of the same samples A and B got right (points, exact McNemar)."""
+    x, y = np.asarray(right_a, dtype=bool), np.asarray(right_b, dtype=bool)
+    only_a, only_b, n = int((x & ~y).sum()), int((y & ~x).sum()), len(x)
+    diff, se = (only_a - only_b) / n, paired_difference_se(only_a, only_b, n)
+    p = mcnemar_exact_p(only_a, only_b)
+    return (
+        f"{100 * diff:+.1f} ± {100 * se:.1f} pt | {only_a} | {only_b}"
+        f" | {'<0.001' if p < 0.001 else f'{p:.3f}'}"
+    )
+
+
 def paired_difference_se(only_a: int, only_b: int, n: int) -> float:
     """Standard error of accuracy(A) - accuracy(B) measured on the same ``n``
     samples: only the discordant pairs vary, so it is far smaller than the

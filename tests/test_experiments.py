@@ -235,3 +235,14 @@ def test_activity_weighted_readout_weighs_steps_by_input_and_ignores_padding() -
     assert torch.allclose(readout, torch.tensor([[0.25, 0.75]]))  # the padded step is left out
     still = ensemble.activity_weighted_readout(logits, torch.zeros_like(clips), torch.tensor([2]))
     assert torch.equal(still, torch.zeros(1, 2))  # no input at all: no evidence either way
+
+
+def test_paired_cells_count_the_discordant_samples_of_two_readouts() -> None:
+    a = [True] * 8 + [False, False]
+    b = [True] * 6 + [False, False, True, False]
+    # A alone right on samples 6 and 7, B alone on 8: +1 of 10 samples.
+    only_a, only_b = 2, 1
+    se = grid.paired_difference_se(only_a, only_b, 10)
+    p = grid.mcnemar_exact_p(only_a, only_b)
+    assert grid.paired_cells(a, b) == f"+10.0 ± {100 * se:.1f} pt | 2 | 1 | {p:.3f}"
+    assert grid.paired_cells(a, a).startswith("+0.0 ± 0.0 pt | 0 | 0 | 1.000")

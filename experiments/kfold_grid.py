@@ -19,8 +19,9 @@ Why cross-validation (docs/method.md section 9, "Noise"): on a 100-sample split 
 standard error is about 2 points, as large as the differences we look for. Here
 every configuration is trained k times (stratified k-fold over all samples,
 split seed 0, so every configuration sees the same folds; training seed = fold
-index, plus a variant's ``seed_offset`` to redraw a recipe), and each model predicts its held-out fold once, so every sample is
-predicted once per configuration. The prediction is taken from the **last**
+index, plus a variant's ``seed_offset`` to redraw a recipe), and each model
+predicts its held-out fold once, so every sample is predicted once per
+configuration. The prediction is taken from the **last**
 epoch, not the best one: choosing the epoch on the held-out fold would let the
 test samples pick the model.
 

@@ -178,6 +178,8 @@ def test_cli_train_json_and_options(tmp_path, capsys):
             "8",
             "--crop-us",
             "150000:300000",
+            "--weight-decay",
+            "1e-3",
             "--set",
             "hidden=64",
             "--device",
@@ -200,6 +202,7 @@ def test_cli_train_json_and_options(tmp_path, capsys):
     assert config.compression.mode == "count" and config.levels == 1 and config.hidden == 64
     assert not config.synaptic_filter and not config.learnable_tau
     assert extra["crop_us"] == [150_000, 300_000]
+    assert extra["train_config"]["weight_decay"] == 1e-3
 
     assert main(["train", "--dataset", "nmnist", "--root", str(tmp_path / "none")]) == 1
     assert "N-MNIST" in capsys.readouterr().err

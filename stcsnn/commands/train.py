@@ -47,6 +47,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
     run.add_argument("--seed", type=int, default=0, help="initialisation, order and crops")
+    run.add_argument(
+        "--weight-decay",
+        type=float,
+        default=1e-4,
+        help="AdamW weight decay on conv and linear weights (default 1e-4)",
+    )
     held = run.add_mutually_exclusive_group()
     held.add_argument("--val-count", type=int, help="validation samples held out (N-MNIST: 100)")
     held.add_argument("--val-fraction", type=float, help="validation share (others: 0.1)")
@@ -192,6 +198,7 @@ def train_config(args: argparse.Namespace):
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         seed=args.seed,
         split=split,
         random_crop=crop_text is None or parse_crop_us(crop_text) is not None,

@@ -584,6 +584,11 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
         compare(
             ("augment_shift20_e60", t), ("augment_e60", t), "lever: shifts up to 1/5, 60 epochs"
         )
+        compare(("augment_e60_seed10", t), ("augment_e60", t), "the 60-epoch recipe reseeded")
+        compare(("augment_wd_e60", t), ("augment_e60", t), "lever: weight decay 1e-3, 60 epochs")
+        compare(
+            ("augment_wd_e60", t), ("augment_e60_seed10", t), "weight decay 1e-3 vs the reseeded"
+        )
     cost_path = folder / "cost.json"
     if cost_path.is_file():
         summary["cost"] = json.loads(cost_path.read_text())

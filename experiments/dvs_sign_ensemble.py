@@ -64,10 +64,12 @@ def activity_weighted_readout(logits, clips, steps):
     return (logits.float() * weights[..., None]).sum(0)
 
 
-def held_out_probabilities(checkpoint: Path, fold: int, offsets: list[tuple[int, int]]):
-    """``(indices, labels, probs [len(offsets) + 1, N, classes])`` of ``checkpoint`` on
-    its grouped fold's held-out clips: one row per input offset ``(dx, dy)`` (mean
-    readout), then the activity-weighted readout of the clips as recorded."""
+def held_out_probabilities(checkpoint: Path, fold: int, shift_px: list[int]):
+    """``(indices, labels, readouts)`` of ``checkpoint`` on its grouped fold's held-out
+    clips; ``readouts`` maps a name to class probabilities ``[N, classes]``: "plain"
+    (the mean readout), "activity-weighted" and, per ``p`` in ``shift_px``,
+    "shifts p px" (the plain one averaged with the clip moved by ``p`` pixels
+    left, right, up and down)."""
     import torch
 
     from models.checkpoint import load_checkpoint
@@ -80,48 +82,53 @@ def held_out_probabilities(checkpoint: Path, fold: int, offsets: list[tuple[int,
     indices, clips = held_out_clips(
         spec.dataset, str(spec.root), fold, spec.folds, spec.grouped, config.compression
     )
-    probs, labels = [], []
+    parts: dict[str, list] = {}
+    labels = []
     with torch.no_grad():
         for batch in clip_loader(clips, batch_size=64, train=False, workers=0):
-            per_offset = []
-            for dx, dy in offsets:
-                logits = model(shifted(batch.clips, dx, dy))
-                per_offset.append(mean_readout(logits, batch.steps).softmax(1))
-                if (dx, dy) == (0, 0):
-                    weighted = activity_weighted_readout(logits, batch.clips, batch.steps)
-            probs.append(torch.stack([*per_offset, weighted.softmax(1)]))
+            logits = model(batch.clips)
+            plain = mean_readout(logits, batch.steps).softmax(1)
+            weighted = activity_weighted_readout(logits, batch.clips, batch.steps).softmax(1)
+            found = {"plain": plain, "activity-weighted": weighted}
+            for p in shift_px:
+                moved = [
+                    mean_readout(model(shifted(batch.clips, dx, dy)), batch.steps).softmax(1)
+                    for dx, dy in ((p, 0), (-p, 0), (0, p), (0, -p))
+                ]
+                found[f"shifts {p} px"] = torch.stack([plain, *moved]).mean(0)
+            for name, value in found.items():
+                parts.setdefault(name, []).append(value)
             labels += batch.labels.tolist()
-    return indices, np.asarray(labels), torch.cat(probs, 1).numpy()
+    readouts = {name: torch.cat(values).numpy() for name, values in parts.items()}
+    return indices, np.asarray(labels), readouts
 
 
 def compare(recipes: list[str], shift_px: list[int]) -> dict:
     """Per-sample correctness of every readout, pooled over the four folds."""
     spec = SPECS["dvs_sign_grouped"]
-    offsets = [(0, 0)]
-    for p in shift_px:
-        offsets += [(p, 0), (-p, 0), (0, p), (0, -p)]
     right: dict[str, list[np.ndarray]] = {}
     index: list[np.ndarray] = []
     for fold in range(spec.folds):
-        per_recipe = []
+        plain = []
         for i, recipe in enumerate(recipes):
             checkpoint = spec.runs / run_name(recipe, STEPS, fold, spec.folds) / "last.pt"
-            wanted = offsets if i == 0 else [(0, 0)]
-            indices, labels, probs = held_out_probabilities(checkpoint, fold, wanted)
-            per_recipe.append(probs[0])
-            right.setdefault(recipe, []).append(probs[0].argmax(1) == labels)
-            if i == 0:
+            indices, labels, readouts = held_out_probabilities(
+                checkpoint, fold, shift_px if i == 0 else []
+            )
+            plain.append(readouts["plain"])
+            right.setdefault(recipe, []).append(readouts["plain"].argmax(1) == labels)
+            if i == 0:  # the first recipe's other readouts
                 index.append(indices)
-                right.setdefault(f"{recipe}, activity-weighted", []).append(
-                    probs[-1].argmax(1) == labels
-                )
-                for k, p in enumerate(shift_px):
-                    mean = probs[[0, *range(1 + 4 * k, 5 + 4 * k)]].mean(0)
-                    right.setdefault(f"{recipe} + shifts {p} px", []).append(
-                        mean.argmax(1) == labels
-                    )
+                for name, probs in readouts.items():
+                    if name != "plain":
+                        joined = (
+                            f"{recipe}, {name}"
+                            if name == "activity-weighted"
+                            else f"{recipe} + {name}"
+                        )
+                        right.setdefault(joined, []).append(probs.argmax(1) == labels)
         if len(recipes) > 1:
-            mean = np.mean(per_recipe, axis=0)
+            mean = np.mean(plain, axis=0)
             right.setdefault("ensemble of " + " + ".join(recipes), []).append(
                 mean.argmax(1) == labels
             )

@@ -323,9 +323,9 @@ def run_producer(
         if sender.first_events_s is not None:
             stats.wall_s = time.monotonic() - sender.first_events_s
         stats.max_lateness_s = pacer.max_lateness_s
-        # Lossless, or a finite source played to its end (nothing live is left to
-        # keep up with), and not stopped: slow subscribers get the whole queue and
-        # `end`. Cutting the queue here would lose messages counted as sent.
+        # Lossless, or a finite source that has ended or failed (nothing live is
+        # left to keep up with), and not stopped: slow subscribers get the whole
+        # queue and `end`. Cutting the queue here would lose messages counted as sent.
         flushing = on_full == "block" or not source.live
         flush_ms = LOSSLESS_FLUSH_MS if flushing and not stop_event.is_set() else linger_ms
         try:

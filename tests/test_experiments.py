@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 _PATH = Path(__file__).resolve().parents[1] / "experiments" / "kfold_grid.py"
@@ -146,6 +148,34 @@ def test_aggregate_compares_against_the_largest_baseline_t(tmp_path) -> None:
     assert (tmp_path / "plots" / "dvs_sign_accuracy_vs_T.png").stat().st_size > 0
 
 
+def test_aggregate_compares_two_recipes_over_their_draws(tmp_path, capsys) -> None:
+    import dataclasses
+    import json
+
+    spec = dataclasses.replace(grid.SPECS["dvs_sign_grouped"], results=tmp_path / "res")
+    spec.results.mkdir()
+    labels = [0, 1, 0, 1]
+    for variant, predicted in [
+        ("augment_wd_e60", [0, 1, 0, 1]),
+        ("augment_wd_e60_seed10", [0, 1, 0, 0]),
+        ("augment_e60", [0, 1, 1, 0]),
+        ("augment_e60_seed10", [0, 0, 0, 0]),
+    ]:
+        r = _run(0, [0, 1, 2, 3], labels, predicted)
+        r.update(variant=variant, T=4, metrics=[{"train_time_s": 1.0}])
+        (spec.results / f"{grid.run_name(variant, 4, 0, 4)}.json").write_text(json.dumps(r))
+    summary = grid.aggregate(spec)
+    (draws,) = summary["draw_comparisons"]
+    assert draws["a"] == "augment_wd_e60 + augment_wd_e60_seed10"
+    assert (draws["draws_a"], draws["draws_b"], draws["samples"]) == (2, 2, 4)
+    # Shares right: A (1, 1, 1, .5), B (1, .5, .5, 0).
+    assert draws["accuracy_a"] == pytest.approx(0.875) and draws["accuracy_b"] == 0.5
+    assert (draws["a_better"], draws["b_better"]) == (3, 0)
+    assert "| augment_wd_e60 + augment_wd_e60_seed10 | augment_e60 + augment_e60_seed10 | 4 |" in (
+        capsys.readouterr().out
+    )
+
+
 def test_grouped_dvs_sign_grid_keeps_sessions_apart_and_its_variants_build() -> None:
     spec = grid.SPECS["dvs_sign_grouped"]
     assert spec.grouped and spec.folds == 4 and spec.keep_checkpoints and not spec.plots
@@ -173,7 +203,6 @@ def _experiment(name: str):
 
 
 def test_session_cuts_find_the_run_length_that_groups_near_duplicates() -> None:
-    import numpy as np
 
     groups = _experiment("dvs_sign_groups")
     ids = np.tile(np.arange(20), 2)
@@ -193,7 +222,6 @@ def test_session_cuts_find_the_run_length_that_groups_near_duplicates() -> None:
 
 
 def test_a_fixed_shift_moves_every_event_by_the_same_amount() -> None:
-    import numpy as np
 
     from core.events import SensorSize, make_events
     from models.augment import EventAugment
@@ -246,3 +274,36 @@ def test_paired_cells_count_the_discordant_samples_of_two_readouts() -> None:
     p = grid.mcnemar_exact_p(only_a, only_b)
     assert grid.paired_cells(a, b) == f"+10.0 ± {100 * se:.1f} pt | 2 | 1 | {p:.3f}"
     assert grid.paired_cells(a, a).startswith("+0.0 ± 0.0 pt | 0 | 0 | 1.000")
+
+
+def test_paired_over_draws_averages_each_sample_over_its_draws() -> None:
+    labels = [0] * 6
+    a = [  # two draws of recipe A: right on 0-3, then on 0-2 and 4
+        [_run(0, [0, 1, 2, 3, 4, 5], labels, [0, 0, 0, 0, 1, 1])],
+        [_run(0, [0, 1, 2, 3, 4, 5], labels, [0, 0, 0, 1, 0, 1])],
+    ]
+    b = [[_run(0, [0, 1, 2, 3, 4, 5], labels, [0, 1, 1, 1, 1, 0])]]  # right on 0 and 5
+    out = grid.paired_over_draws(a, b, permutations=2_000)
+    # Per-sample shares A (1, 1, 1, .5, .5, 0), B (1, 0, 0, 0, 0, 1).
+    d = [0, 1, 1, 0.5, 0.5, -1]
+    assert (out["draws_a"], out["draws_b"], out["samples"]) == (2, 1, 6)
+    assert out["accuracy_a"] == pytest.approx(4 / 6) and out["accuracy_b"] == pytest.approx(2 / 6)
+    assert (out["a_better"], out["b_better"]) == (4, 1)
+    assert out["difference"] == pytest.approx(sum(d) / 6)
+    assert out["difference_se"] == pytest.approx(statistics.pstdev(d) / math.sqrt(6))
+    # 14 of the 2^5 sign patterns of the five non-zero differences give
+    # |sum| >= 2 (the observed sum): the exact p is 14/32; the sampled one lands near it.
+    assert out["p_value"] == pytest.approx(14 / 32, abs=0.04)
+
+
+def test_paired_over_draws_with_one_draw_each_is_mcnemar() -> None:
+    rng = np.random.default_rng(3)
+    index, labels = list(range(200)), [0] * 200
+    a = [[_run(0, index, labels, (rng.random(200) > 0.8).astype(int).tolist())]]
+    b = [[_run(0, index, labels, (rng.random(200) > 0.7).astype(int).tolist())]]
+    out, exact = grid.paired_over_draws(a, b, permutations=20_000), grid.paired(a[0], b[0])
+    assert out["difference"] == pytest.approx(exact["difference"])
+    assert out["difference_se"] == pytest.approx(exact["difference_se"])
+    assert (out["a_better"], out["b_better"]) == (exact["only_a_right"], exact["only_b_right"])
+    assert 0 < exact["p_value"] < 0.2
+    assert out["p_value"] == pytest.approx(exact["p_value"], rel=0.15)

@@ -148,6 +148,14 @@ def test_aggregate_compares_against_the_largest_baseline_t(tmp_path) -> None:
     assert (tmp_path / "plots" / "dvs_sign_accuracy_vs_T.png").stat().st_size > 0
 
 
+def test_variants_that_differ_only_in_seed_offset_are_draws_of_one_recipe() -> None:
+    draws = grid.recipe_draws()
+    assert draws[grid.SHIPPED_RECIPE] == ["augment_e60", "augment_e60_seed10"]
+    assert draws["augment_wd_e60"] == ["augment_wd_e60", "augment_wd_e60_seed10"]
+    assert draws["augment"] == ["augment"] and draws["augment_wd"] == ["augment_wd"]
+    assert sum(len(names) for names in draws.values()) == len(grid.VARIANTS)
+
+
 def test_aggregate_compares_two_recipes_over_their_draws(tmp_path, capsys) -> None:
     import dataclasses
     import json
@@ -160,12 +168,13 @@ def test_aggregate_compares_two_recipes_over_their_draws(tmp_path, capsys) -> No
         ("augment_wd_e60_seed10", [0, 1, 0, 0]),
         ("augment_e60", [0, 1, 1, 0]),
         ("augment_e60_seed10", [0, 0, 0, 0]),
+        ("augment", [0, 0, 0, 0]),
     ]:
         r = _run(0, [0, 1, 2, 3], labels, predicted)
         r.update(variant=variant, T=4, metrics=[{"train_time_s": 1.0}])
         (spec.results / f"{grid.run_name(variant, 4, 0, 4)}.json").write_text(json.dumps(r))
     summary = grid.aggregate(spec)
-    (draws,) = summary["draw_comparisons"]
+    (draws,) = summary["draw_comparisons"]  # one draw of a recipe gets no row here
     assert draws["a"] == "augment_wd_e60 + augment_wd_e60_seed10"
     assert (draws["draws_a"], draws["draws_b"], draws["samples"]) == (2, 2, 4)
     # Shares right: A (1, 1, 1, .5), B (1, .5, .5, 0).

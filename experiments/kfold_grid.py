@@ -645,6 +645,7 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
                 {"a": " + ".join(a), "b": " + ".join(b), "T": steps, "why": why, **entry}
             )
 
+    draws = recipe_draws()
     # The claim: the full method at small T against the baseline at the largest T run.
     top = max((t for v, t in by_config if v == "baseline"), default=16)
     for t in (1, 2, 4):
@@ -676,6 +677,7 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
             ("augment_shift20_e60", t), ("augment_e60", t), "lever: shifts up to 1/5, 60 epochs"
         )
         compare(("augment_e60_seed10", t), ("augment_e60", t), "the 60-epoch recipe reseeded")
+        compare(("augment_e60_seed20", t), ("augment_e60", t), "the 60-epoch recipe, third draw")
         compare(("augment_wd_e60", t), ("augment_e60", t), "lever: weight decay 1e-3, 60 epochs")
         compare(
             ("augment_wd_e60", t), ("augment_e60_seed10", t), "weight decay 1e-3 vs the reseeded"
@@ -687,7 +689,6 @@ def aggregate(spec: GridSpec, plot_dir: Path = PLOTS) -> dict[str, Any]:
         compare(
             ("augment_wd_e60_seed10", t), ("augment_e60_seed10", t), "weight decay, seeds 10-13"
         )
-        draws = recipe_draws()
         for first, names in draws.items():
             if first != SHIPPED_RECIPE:
                 compare_draws(

@@ -212,7 +212,6 @@ def _experiment(name: str):
 
 
 def test_session_cuts_find_the_run_length_that_groups_near_duplicates() -> None:
-
     groups = _experiment("dvs_sign_groups")
     ids = np.tile(np.arange(20), 2)
     labels = np.repeat([0, 1], 20)
@@ -231,7 +230,6 @@ def test_session_cuts_find_the_run_length_that_groups_near_duplicates() -> None:
 
 
 def test_a_fixed_shift_moves_every_event_by_the_same_amount() -> None:
-
     from core.events import SensorSize, make_events
     from models.augment import EventAugment
 

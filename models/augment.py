@@ -5,8 +5,10 @@ and how large they appear (shift, scale, a slight roll of the camera), how
 fast they move (temporal stretch), how much contrast the scene gives (events
 dropped) and the sensor's background activity (uniform noise events). Each
 crop draws its own values from ``rng`` (seeded by run, epoch and sample, so a
-resumed run draws the same crops). Polarity is never flipped and the image is
-never mirrored: a mirrored sign can be another sign.
+resumed run draws the same crops). Polarity is never flipped. Mirroring left
+to right (``mirror``, the share of crops mirrored) is off by default: it shows
+a left-handed signer, which keeps a sign's meaning, but in a dataset whose
+classes include mirror pairs (left / right swipes) it would merge them.
 
 The transforms work on events already in the model's input sensor (after
 ``core.adapt.SensorAdapter``), so the same settings mean the same thing for
@@ -35,12 +37,15 @@ class EventAugment:
     stretch: tuple[float, float] = (0.8, 1.25)  # playback speed: > 1 plays faster
     drop: float = 0.2  # up to this share of the events removed
     noise_hz: float = 0.5  # background events per pixel and second, up to this rate
+    mirror: float = 0.0  # share of crops mirrored left to right
 
     def __post_init__(self) -> None:
         if not (0 < self.scale[0] <= self.scale[1] and 0 < self.stretch[0] <= self.stretch[1]):
             raise ValueError(f"scale and stretch must be 0 < MIN <= MAX, found {self}")
         if not (0 <= self.drop < 1 and self.shift >= 0 and self.noise_hz >= 0):
             raise ValueError(f"drop must be in [0, 1), shift and noise_hz >= 0, found {self}")
+        if not 0 <= self.mirror <= 1:
+            raise ValueError(f"mirror must be a share in [0, 1], found {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,14 +94,19 @@ class EventAugment:
     def _move(
         self, x: np.ndarray, y: np.ndarray, sensor: SensorSize, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rotate and scale about the sensor's centre, then shift; rounded to pixels."""
+        """Mirror, rotate and scale about the sensor's centre, then shift; rounded
+        to pixels."""
         cx, cy = (sensor.width - 1) / 2.0, (sensor.height - 1) / 2.0
+        # Drawn only when on, so the recipes without it keep their crops.
+        mirrored = self.mirror > 0 and rng.random() < self.mirror
         zoom = rng.uniform(*self.scale)
         angle = math.radians(rng.uniform(-self.rotate_deg, self.rotate_deg))
         dx = rng.uniform(-self.shift, self.shift) * sensor.width
         dy = rng.uniform(-self.shift, self.shift) * sensor.height
         c, s = zoom * math.cos(angle), zoom * math.sin(angle)
         u, v = x.astype(np.float32) - cx, y.astype(np.float32) - cy
+        if mirrored:
+            u = -u
         new_x = np.rint(c * u - s * v + cx + dx).astype(np.int64)
         new_y = np.rint(s * u + c * v + cy + dy).astype(np.int64)
         return new_x, new_y

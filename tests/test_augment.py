@@ -91,3 +91,28 @@ def test_the_train_command_takes_augmentation_as_json(tmp_path):
         parse_augment("noise")
     with pytest.raises(ValueError, match="--augment must be a JSON object"):
         parse_augment("[1]")
+
+
+def test_mirror_reflects_x_about_the_centre_and_keeps_y_time_and_polarity():
+    events = some_events()
+    mirror = EventAugment(
+        shift=0, scale=(1, 1), rotate_deg=0, stretch=(1, 1), drop=0, noise_hz=0, mirror=1.0
+    )
+    out = mirror.apply(events, SENSOR, 0, 1.0, 1_000_000, np.random.default_rng(0))
+    np.testing.assert_array_equal(out["x"], 63 - events["x"])
+    for name in ("timestamp", "y", "polarity"):
+        np.testing.assert_array_equal(out[name], events[name])
+
+
+def test_mirror_applies_to_its_share_of_crops():
+    events = make_events([0], [10], [32], [1])
+    half = EventAugment(
+        shift=0, scale=(1, 1), rotate_deg=0, stretch=(1, 1), drop=0, noise_hz=0, mirror=0.5
+    )
+    xs = [
+        half.apply(events, SENSOR, 0, 1.0, 10, np.random.default_rng(s))["x"][0] for s in range(400)
+    ]
+    assert set(xs) == {10, 53}
+    assert 0.4 < np.mean(np.array(xs) == 53) < 0.6
+    with pytest.raises(ValueError, match="mirror must be a share"):
+        EventAugment(mirror=1.5)

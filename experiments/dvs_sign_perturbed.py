@@ -9,8 +9,9 @@ eval`` does, once as recorded and once under each fixed perturbation of what
 a user's camera may do differently: the signer off centre (shifted by 8 input
 pixels, 1/8 of the width), nearer or farther (zoom 1.15 and 0.85), a rolled
 camera (8 degrees), faster or slower signing (1.25x and 0.8x), a noisier
-sensor (background events at 0.5 Hz per input pixel) and lower contrast
-(20 % of the events dropped). The same seed draws the same noise and drop-out
+sensor (background events at 0.5 Hz per input pixel), lower contrast
+(20 % of the events dropped) and a left-handed signer (the clip mirrored left
+to right: the same sign made with the other hand). The same seed draws the same noise and drop-out
 for every checkpoint, so the columns compare paired samples.
 
 One JSON per checkpoint goes to ``experiments/results/dvs_sign_perturbed/``.
@@ -43,6 +44,7 @@ PERTURBATIONS: dict[str, dict] = {
     "0.8x slower": {"stretch": (0.8, 0.8)},
     "noise 0.5 Hz/px": {"noise_hz": 1.0},  # rate drawn in [0, 1): 0.5 Hz on average
     "20 % dropped": {"drop": 0.4},  # share drawn in [0, 0.4): 20 % on average
+    "mirrored": {"mirror": 1.0},
 }
 
 
@@ -111,20 +113,21 @@ def perturbed_accuracy(checkpoint: Path, root: str) -> dict:
 def report(a: str, b: str) -> str:
     """Markdown: pooled accuracy of the result files ``<a>-*.json`` and ``<b>-*.json``
     (the same held-out samples, e.g. the four grouped folds of two recipes) under
-    each perturbation, and their paired difference."""
+    each perturbation both were measured under, and their paired difference."""
     from kfold_grid import paired_cells
 
     def pooled(prefix: str) -> dict[str, np.ndarray]:
         files = sorted(RESULTS.glob(f"{prefix}-*.json"))
         runs = [json.loads(path.read_text()) for path in files]
-        return {k: np.concatenate([r["correct"][k] for r in runs]) for k in PERTURBATIONS}
+        measured = [k for k in PERTURBATIONS if all(k in r["correct"] for r in runs)]
+        return {k: np.concatenate([r["correct"][k] for r in runs]) for k in measured}
 
     right_a, right_b = pooled(a), pooled(b)
     lines = [
         f"| perturbation | {a} | {b} | {a} - {b} ± SE | only {a} right | only {b} right | p |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in PERTURBATIONS:
+    for name in [k for k in right_a if k in right_b]:
         x, y = right_a[name], right_b[name]
         lines.append(f"| {name} | {x.mean():.3f} | {y.mean():.3f} | {paired_cells(x, y)} |")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ errors, the exact McNemar test, pooling folds, pairing runs and the launch order
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import statistics
@@ -241,6 +242,20 @@ def test_a_fixed_shift_moves_every_event_by_the_same_amount() -> None:
     dx, dy = out["x"] - events["x"], out["y"] - events["y"]
     assert len(set(dx)) == 1 and len(set(dy)) == 1
     assert 7.5 <= float(np.hypot(dx[0], dy[0])) <= 8.5  # 1/8 of 64 pixels
+
+
+def test_perturbed_report_pairs_only_what_both_recipes_were_measured_under(
+    tmp_path, monkeypatch
+) -> None:
+    perturbed = _experiment("dvs_sign_perturbed")
+    monkeypatch.setattr(perturbed, "RESULTS", tmp_path)
+    old = {"as recorded": [True, False], "shifted 1/8": [False, False]}  # before "mirrored"
+    new = {**old, "mirrored": [True, True]}
+    (tmp_path / "a-fold0.json").write_text(json.dumps({"correct": new}))
+    (tmp_path / "b-fold0.json").write_text(json.dumps({"correct": old}))
+    rows = perturbed.report("a", "b").splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| as recorded", "| shifted 1/8"]
+    assert rows[0].startswith("| as recorded | 0.500 | 0.500 | +0.0")
 
 
 _ENSEMBLE_PATH = _PATH.parent / "dvs_sign_ensemble.py"

@@ -159,6 +159,23 @@ def link_folder(files: list[tuple[Path, int]], folder: Path) -> Path:
     return folder
 
 
+def mirrored_folder(files: list[tuple[Path, int]], folder: Path) -> Path:
+    """``folder/<label>/<id>.npz``: each of ``files`` mirrored left to right, as a
+    left-handed signer would make the sign (derived files under runs/, rewritten
+    on every call)."""
+    from replay.formats.dvs_sign import read_dvs_sign
+    from replay.formats.dvs_sign_writer import write_dvs_sign
+
+    for path, label in files:
+        recording = read_dvs_sign(path)
+        events = recording.events.copy()
+        events["x"] = recording.sensor.width - 1 - events["x"]
+        target = folder / str(label) / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_dvs_sign(target, events)
+    return folder
+
+
 def clip_predictions(checkpoint: Path, root: str, clip: str) -> dict[str, list[int]]:
     """Per-clip label and prediction of ``checkpoint`` on the held-out part, in
     the split's order (``windows``: several clips per sample, ``sample`` says whose)."""
@@ -381,7 +398,11 @@ def cmd_stream(args: argparse.Namespace) -> None:
     spec = SplitSpec.from_dict(recorded) if isinstance(recorded, dict) else None
     where = "test" if spec is None or spec.folds is None else f"fold{spec.fold}of{spec.folds}"
     where += "-grouped" if spec is not None and spec.grouped else ""
-    folder = link_folder(heldout_files(args.root, spec), RUNS / "heldout" / where)
+    files = heldout_files(args.root, spec)
+    if args.mirror:
+        folder = mirrored_folder(files, RUNS / "heldout" / f"{where}-mirrored")
+    else:
+        folder = link_folder(files, RUNS / "heldout" / where)
     producer = ["--shuffle", "--speed", str(args.speed)]
     producer += ["--limit", str(args.limit)] if args.limit else []
     producer += ["--gap-us", str(args.gap_us)] if args.gap_us else []
@@ -400,6 +421,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
         "gap_us": args.gap_us,
         "window": args.window,
         "ema_tau_us": args.ema_tau_us,
+        "mirrored": args.mirror,
         "exit_code": code,
         "wall_s": time.perf_counter() - started,
         "demo": summary,
@@ -410,6 +432,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
     kind = f"stream-gap{args.gap_us}" if args.gap_us else "stream"
     kind += f"-ema{args.ema_tau_us}" if args.ema_tau_us else ""
     kind += f"-window{args.window}" if args.window else ""
+    kind += "-mirrored" if args.mirror else ""
     write_json(RESULTS / f"{name}-{kind}.json", result)
     print(
         f"{name}: streaming accuracy {summary.get('streaming_accuracy')}, hop accuracy "
@@ -568,6 +591,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--gap-us", type=int, default=0, help=f"event time between samples (e.g. {GAP_US}: resets)"
+    )
+    p.add_argument(
+        "--mirror", action="store_true", help="replay the samples mirrored (left-handed signers)"
     )
     p.set_defaults(func=cmd_stream)
     p = sub.add_parser("report", help="markdown tables from the result JSONs")

@@ -329,3 +329,18 @@ def test_paired_over_draws_with_one_draw_each_is_mcnemar() -> None:
     assert (out["a_better"], out["b_better"]) == (exact["only_a_right"], exact["only_b_right"])
     assert 0 < exact["p_value"] < 0.2
     assert out["p_value"] == pytest.approx(exact["p_value"], rel=0.15)
+
+
+def test_mirrored_folder_writes_each_sample_mirrored_left_to_right(tmp_path) -> None:
+    from core.events import make_events
+    from replay.formats.dvs_sign import read_dvs_sign
+    from replay.formats.dvs_sign_writer import write_dvs_sign
+
+    runs = _experiment("dvs_sign_runs")
+    events = make_events([0, 10, 20], [0, 5, 127], [3, 4, 5], [1, 0, 1])
+    write_dvs_sign(tmp_path / "7.npz", events)
+    folder = runs.mirrored_folder([(tmp_path / "7.npz", 4)], tmp_path / "mirrored")
+    out = read_dvs_sign(folder / "4" / "7.npz").events
+    assert out["x"].tolist() == [127, 122, 0]
+    for name in ("timestamp", "y", "polarity"):
+        assert out[name].tolist() == events[name].tolist()

@@ -151,7 +151,11 @@ def test_aggregate_compares_against_the_largest_baseline_t(tmp_path) -> None:
 
 def test_variants_that_differ_only_in_seed_offset_are_draws_of_one_recipe() -> None:
     draws = grid.recipe_draws()
-    assert draws[grid.SHIPPED_RECIPE] == ["augment_e60", "augment_e60_seed10", "augment_e60_seed20"]
+    assert draws[grid.REFERENCE_RECIPE] == [
+        "augment_e60",
+        "augment_e60_seed10",
+        "augment_e60_seed20",
+    ]
     assert draws["augment_wd_e60"] == ["augment_wd_e60", "augment_wd_e60_seed10"]
     assert draws["augment"] == ["augment"] and draws["augment_wd"] == ["augment_wd"]
     assert sum(len(names) for names in draws.values()) == len(grid.VARIANTS)

@@ -2,6 +2,7 @@
 
     .venv/bin/python experiments/dvs_sign_perturbed.py CKPT [CKPT ...] [--name NAME ...]
     .venv/bin/python experiments/dvs_sign_perturbed.py report augment-T4 full-T4
+    .venv/bin/python experiments/dvs_sign_perturbed.py report A-T4 B-T4+B_seed10-T4  # draws
 
 Each checkpoint's own held-out samples (its recorded split: a grouped fold
 keeps whole recording sessions out) are evaluated as whole clips, as ``stcsnn
@@ -113,8 +114,11 @@ def perturbed_accuracy(checkpoint: Path, root: str) -> dict:
 def report(a: str, b: str) -> str:
     """Markdown: pooled accuracy of the result files ``<a>-*.json`` and ``<b>-*.json``
     (the same held-out samples, e.g. the four grouped folds of two recipes) under
-    each perturbation both were measured under, and their paired difference."""
-    from kfold_grid import paired_cells
+    each perturbation both were measured under, and their paired difference.
+    ``a`` or ``b`` may name several draws of a recipe joined by ``+``
+    (``augment_e60-T4+augment_e60_seed10-T4``): then each sample counts by its
+    share of draws right (kfold_grid's ``compare_shares``)."""
+    from kfold_grid import compare_shares, paired_cells
 
     def pooled(prefix: str) -> dict[str, np.ndarray]:
         files = sorted(RESULTS.glob(f"{prefix}-*.json"))
@@ -122,14 +126,26 @@ def report(a: str, b: str) -> str:
         measured = [k for k in PERTURBATIONS if all(k in r["correct"] for r in runs)]
         return {k: np.concatenate([r["correct"][k] for r in runs]) for k in measured}
 
-    right_a, right_b = pooled(a), pooled(b)
+    draws_a = [pooled(prefix) for prefix in a.split("+")]
+    draws_b = [pooled(prefix) for prefix in b.split("+")]
+    names = [k for k in PERTURBATIONS if all(k in d for d in draws_a + draws_b)]
     lines = [
         f"| perturbation | {a} | {b} | {a} - {b} ± SE | only {a} right | only {b} right | p |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in [k for k in right_a if k in right_b]:
-        x, y = right_a[name], right_b[name]
-        lines.append(f"| {name} | {x.mean():.3f} | {y.mean():.3f} | {paired_cells(x, y)} |")
+    for name in names:
+        x, y = [d[name] for d in draws_a], [d[name] for d in draws_b]
+        if len(x) == 1 and len(y) == 1:  # one draw each: exact McNemar
+            cells = paired_cells(x[0], y[0])
+        else:  # "only right": samples whose share of draws right is higher
+            c = compare_shares(x, y)
+            p = "<0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
+            cells = (
+                f"{100 * c['difference']:+.1f} ± {100 * c['difference_se']:.1f} pt"
+                f" | {c['a_better']} | {c['b_better']} | {p}"
+            )
+        mean_x, mean_y = np.mean(x), np.mean(y)
+        lines.append(f"| {name} | {mean_x:.3f} | {mean_y:.3f} | {cells} |")
     return "\n".join(lines)
 
 

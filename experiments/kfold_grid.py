@@ -562,15 +562,31 @@ def paired_over_draws(
     right_a = [correct_by_sample(runs) for runs in draws_a]
     right_b = [correct_by_sample(runs) for runs in draws_b]
     common = sorted(set.intersection(*(set(r) for r in right_a + right_b)))
-    share_a = np.array([[r[i] for i in common] for r in right_a], dtype=float).mean(axis=0)
-    share_b = np.array([[r[i] for i in common] for r in right_b], dtype=float).mean(axis=0)
+    return compare_shares(
+        [[r[i] for i in common] for r in right_a],
+        [[r[i] for i in common] for r in right_b],
+        permutations,
+        seed,
+    )
+
+
+def compare_shares(
+    right_a: Sequence[Sequence[bool]],
+    right_b: Sequence[Sequence[bool]],
+    permutations: int = 20_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``paired_over_draws`` on ``[draw][sample]`` right/wrong arrays whose
+    samples line up (the same order in every draw)."""
+    share_a = np.asarray(right_a, dtype=float).mean(axis=0)
+    share_b = np.asarray(right_b, dtype=float).mean(axis=0)
     d = share_a - share_b
     n = len(d)
     signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(permutations, n))
     at_least_as_far = int((np.abs(signs @ d) >= abs(d.sum()) - 1e-9).sum())
     return {
-        "draws_a": len(draws_a),
-        "draws_b": len(draws_b),
+        "draws_a": len(right_a),
+        "draws_b": len(right_b),
         "samples": n,
         "accuracy_a": float(share_a.mean()),
         "accuracy_b": float(share_b.mean()),

@@ -260,6 +260,12 @@ def test_perturbed_report_pairs_only_what_both_recipes_were_measured_under(
     rows = perturbed.report("a", "b").splitlines()[2:]
     assert [row.split(" | ")[0] for row in rows] == ["| as recorded", "| shifted 1/8"]
     assert rows[0].startswith("| as recorded | 0.500 | 0.500 | +0.0")
+    # Two draws of b: per sample the share right, (1, 0.5) against a's (1, 0):
+    # differences (0, -0.5), SE = pstdev 0.25 / sqrt(2).
+    second = {"as recorded": [True, True], "shifted 1/8": [False, True]}
+    (tmp_path / "b2-fold0.json").write_text(json.dumps({"correct": second}))
+    rows = perturbed.report("a", "b+b2").splitlines()[2:]
+    assert rows[0].startswith("| as recorded | 0.500 | 0.750 | -25.0 ± 17.7 pt | 0 | 1 |")
 
 
 _ENSEMBLE_PATH = _PATH.parent / "dvs_sign_ensemble.py"

@@ -16,6 +16,11 @@ normalised), and two samples' similarity is the cosine of their images.
    of its class left out (the control: the drop is the session, not the
    smaller pool). If a test sample's own session mates are in the training
    set, the event image alone nearly names the class.
+3. **Mirrored samples** (a left-handed signer): the same classifier with each
+   sample's image mirrored left to right and its session left out, and for
+   every class the class whose samples in other sessions its mirrored images
+   resemble most (cosine, averaged). A mirror image that resembled another
+   class would make mirroring in training merge the two.
 
 The JSON goes to ``experiments/results/dvs_sign_groups.json``.
 """
@@ -72,6 +77,32 @@ def nearest_neighbour_accuracy(
     return float(np.mean(labels[masked.argmax(1)] == labels))
 
 
+def mirrored(images: np.ndarray, bins: int = 16) -> np.ndarray:
+    """The ``[N, bins * bins]`` event images mirrored left to right."""
+    return images.reshape(len(images), bins, bins)[:, :, ::-1].reshape(len(images), -1)
+
+
+def most_like_mirrored(
+    similarity_to_mirrored: np.ndarray, labels: np.ndarray, excluded: np.ndarray
+) -> list[int]:
+    """For each class c, the class whose samples are on average most similar to
+    c's mirrored images (``similarity_to_mirrored[i, j]``: sample i against j
+    mirrored), pairs in ``excluded`` left out."""
+    classes = np.unique(labels)
+    mean = np.array(
+        [
+            [
+                similarity_to_mirrored[
+                    (labels[:, None] == a) & (labels[None, :] == c) & ~excluded
+                ].mean()
+                for a in classes
+            ]
+            for c in classes
+        ]
+    )
+    return [int(classes[k]) for k in mean.argmax(axis=1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     from replay.datasets.dvs_sign import SESSION_SIZE, DVSSign
 
@@ -97,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         shuffled[:, None] // SESSION_SIZE == shuffled[None, :] // SESSION_SIZE
     )
     nothing = np.zeros_like(session)
+    to_mirrored = images @ mirrored(images).T  # [i, j]: sample i against j mirrored
     result = {
         "samples": len(labels),
         "image": "events counted on 16x16, unit norm; similarity = cosine",
@@ -109,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             "leave_random_same_size_out": nearest_neighbour_accuracy(
                 similarity, labels, random_set
             ),
+            # Queries mirrored (columns), the pool as recorded (rows).
+            "mirrored_leave_session_out": nearest_neighbour_accuracy(
+                to_mirrored.T, labels, session
+            ),
         },
+        "class_most_like_each_mirrored_class": most_like_mirrored(to_mirrored, labels, session),
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

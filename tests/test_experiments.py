@@ -354,3 +354,16 @@ def test_mirrored_folder_writes_each_sample_mirrored_left_to_right(tmp_path) -> 
     assert out["x"].tolist() == [127, 122, 0]
     for name in ("timestamp", "y", "polarity"):
         assert out[name].tolist() == events[name].tolist()
+
+
+def test_mirrored_event_images_and_the_class_each_mirror_resembles() -> None:
+    groups = _experiment("dvs_sign_groups")
+    left = np.zeros((2, 2))
+    left[:, 0] = 1.0  # events on the left column only
+    images = np.array([left.ravel(), left[:, ::-1].ravel()])  # class 0 left, class 1 right
+    np.testing.assert_array_equal(groups.mirrored(images, bins=2), images[::-1])
+    labels = np.array([0, 1])
+    to_mirrored = images @ groups.mirrored(images, bins=2).T
+    nothing = np.zeros((2, 2), dtype=bool)
+    # Each class's mirror image is the other class: mirroring would merge them.
+    assert groups.most_like_mirrored(to_mirrored, labels, nothing) == [1, 0]

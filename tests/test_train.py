@@ -218,7 +218,15 @@ def test_ctrl_c_names_the_last_checkpoint_and_the_command_that_resumes(tmp_path)
         "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(run_dir),
     ]  # fmt: skip
     command = [sys.executable, "-m", "stcsnn", "train", *options]
-    training = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    training = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell that starts pytest in the background (`pytest &`) ignores SIGINT,
+        # and children inherit that; the training process must see Ctrl-C as a user's would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "curves.png").exists() and training.poll() is None:

@@ -44,8 +44,12 @@ class EventAugment:
             raise ValueError(f"scale and stretch must be 0 < MIN <= MAX, found {self}")
         if not (0 <= self.drop < 1 and self.shift >= 0 and self.noise_hz >= 0):
             raise ValueError(f"drop must be in [0, 1), shift and noise_hz >= 0, found {self}")
-        if not 0 <= self.mirror <= 1:
-            raise ValueError(f"mirror must be a share in [0, 1], found {self}")
+        # true/false would read as "always" / "never"; a share says what is meant.
+        if isinstance(self.mirror, bool) or not 0 <= self.mirror <= 1:
+            raise ValueError(
+                f"mirror must be the share of crops mirrored, in [0, 1] (e.g. 0.5), "
+                f"found {self.mirror!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

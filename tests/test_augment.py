@@ -114,5 +114,6 @@ def test_mirror_applies_to_its_share_of_crops():
     ]
     assert set(xs) == {10, 53}
     assert 0.4 < np.mean(np.array(xs) == 53) < 0.6
-    with pytest.raises(ValueError, match="mirror must be a share"):
-        EventAugment(mirror=1.5)
+    for wrong in (1.5, True):
+        with pytest.raises(ValueError, match="mirror must be the share of crops mirrored"):
+            EventAugment(mirror=wrong)

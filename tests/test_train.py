@@ -352,6 +352,8 @@ def test_augmented_crops_differ_from_plain_ones_and_are_recorded(tmp_path):
     different = [not torch.equal(plain[(0, i)][0], moved[(0, i)][0]) for i in range(5)]
     assert all(different)
     with pytest.raises(ValueError, match="unknown augmentation settings"):
+        tiny(tmp_path, augment={"flip_polarity": True})
+    with pytest.raises(ValueError, match="mirror must be the share of crops mirrored"):
         tiny(tmp_path, augment={"mirror": True})
     with pytest.raises(ValueError, match="augment needs plain random crops"):
         tiny(tmp_path, augment={}, random_crop=False)

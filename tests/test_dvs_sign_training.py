@@ -147,10 +147,11 @@ def test_default_checkpoint_is_the_small_gesture_network():
     assert config.input_shape == (2, 64, 64) and len(config.channels) == 4
     assert config.num_classes == 15 and config.compression.mode == "stc"
     assert config.levels == 4 and config.learnable_tau and config.synaptic_filter
-    # All 600 samples with the augmented recipe: no held-out part of its own; the
-    # recipe's figure on unseen sessions comes from grouped folds (docs/results_dvs_sign.md).
+    # All 600 samples with the augmented recipe, half the crops mirrored (left-handed
+    # signers): no held-out part of its own; the recipe's figure on unseen sessions
+    # comes from grouped folds (docs/results_dvs_sign.md).
     assert extra["dataset"] == "dvs_sign" and extra["train_samples"] == 600
-    assert extra["val_samples"] == 0 and extra["train_config"]["augment"] == {}
+    assert extra["val_samples"] == 0 and extra["train_config"]["augment"] == {"mirror": 0.5}
     assert extra["train_config"]["epochs"] == 60  # the grouped folds' best recipe
     assert config.stream_window_steps == 4 and config.stream_ema_tau_us == 500_000
 

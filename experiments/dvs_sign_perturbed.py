@@ -12,8 +12,9 @@ pixels, 1/8 of the width), nearer or farther (zoom 1.15 and 0.85), a rolled
 camera (8 degrees), faster or slower signing (1.25x and 0.8x), a noisier
 sensor (background events at 0.5 Hz per input pixel), lower contrast
 (20 % of the events dropped) and a left-handed signer (the clip mirrored left
-to right: the same sign made with the other hand). The same seed draws the same noise and drop-out
-for every checkpoint, so the columns compare paired samples.
+to right: the same sign made with the other hand). The same seed draws the
+same noise and drop-out for every checkpoint, so the columns compare paired
+samples.
 
 One JSON per checkpoint goes to ``experiments/results/dvs_sign_perturbed/``.
 """

@@ -119,7 +119,7 @@ def report(a: str, b: str) -> str:
     ``a`` or ``b`` may name several draws of a recipe joined by ``+``
     (``augment_e60-T4+augment_e60_seed10-T4``): then each sample counts by its
     share of draws right (kfold_grid's ``compare_shares``)."""
-    from kfold_grid import compare_shares, paired_cells
+    from kfold_grid import compare_shares, draw_cells, paired_cells
 
     def pooled(prefix: str) -> dict[str, np.ndarray]:
         files = sorted(RESULTS.glob(f"{prefix}-*.json"))
@@ -139,12 +139,7 @@ def report(a: str, b: str) -> str:
         if len(x) == 1 and len(y) == 1:  # one draw each: exact McNemar
             cells = paired_cells(x[0], y[0])
         else:  # "only right": samples whose share of draws right is higher
-            c = compare_shares(x, y)
-            p = "<0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}"
-            cells = (
-                f"{100 * c['difference']:+.1f} ± {100 * c['difference_se']:.1f} pt"
-                f" | {c['a_better']} | {c['b_better']} | {p}"
-            )
+            cells = draw_cells(compare_shares(x, y))
         mean_x, mean_y = np.mean(x), np.mean(y)
         lines.append(f"| {name} | {mean_x:.3f} | {mean_y:.3f} | {cells} |")
     return "\n".join(lines)

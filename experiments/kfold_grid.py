@@ -613,9 +613,16 @@ def paired_cells(right_a, right_b) -> str:
     only_a, only_b, n = int((x & ~y).sum()), int((y & ~x).sum()), len(x)
     diff, se = (only_a - only_b) / n, paired_difference_se(only_a, only_b, n)
     p = mcnemar_exact_p(only_a, only_b)
+    return f"{100 * diff:+.1f} ± {100 * se:.1f} pt | {only_a} | {only_b} | {_fmt_p(p)}"
+
+
+def draw_cells(comparison: dict[str, Any]) -> str:
+    """Markdown cells ``difference ± SE | A better | B better | p`` of a
+    ``compare_shares`` (or ``paired_over_draws``) result."""
+    c = comparison
     return (
-        f"{100 * diff:+.1f} ± {100 * se:.1f} pt | {only_a} | {only_b}"
-        f" | {'<0.001' if p < 0.001 else f'{p:.3f}'}"
+        f"{100 * c['difference']:+.1f} ± {100 * c['difference_se']:.1f} pt"
+        f" | {c['a_better']} | {c['b_better']} | {_fmt_p(c['p_value'])}"
     )
 
 
@@ -782,9 +789,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for c in summary.get("draw_comparisons", []):
         lines.append(
             f"| {c['a']} | {c['b']} | {c['T']} | {c['samples']} | {c['accuracy_a']:.3f} |"
-            f" {c['accuracy_b']:.3f} | {100 * c['difference']:+.1f}"
-            f" ± {100 * c['difference_se']:.1f} pt | {c['a_better']} | {c['b_better']} |"
-            f" {_fmt_p(c['p_value'])} |"
+            f" {c['accuracy_b']:.3f} | {draw_cells(c)} |"
         )
     return "\n".join(lines)
 
